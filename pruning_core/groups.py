@@ -1,0 +1,338 @@
+"""Channel dependency groups: our adapter over Torch-Pruning's DependencyGraph (Fang et al., "DepGraph:
+Towards Any Structural Pruning", CVPR 2023).
+
+Torch-Pruning traces the model once and tells, for each prunable channel of a producer layer, every tensor
+slice that must go with it: the producer's output rows and bias, its BatchNorm's affine parameters and running
+statistics, every consumer's input columns (expanded through flatten: one conv channel -> h*w Linear inputs)
+and every residual partner. We read that coupling once into plain index tensors (``ChannelGroup``) and from then
+on never call Torch-Pruning again: per ratio we only select indices, then
+
+  * ``zero_channels_`` masks a group in place (outputs identical to physical removal), and
+  * ``slice_model`` builds the physically smaller model by ``index_select`` (no re-trace, no deepcopy of the
+    weights; untouched tensors may be shared with the source model).
+
+Only the kinds of layer whose slicing we implement are accepted (Conv1d/2d/3d with groups 1 or depthwise,
+Linear, BatchNorm, LayerNorm over one dimension); a group touching anything else is left out, with the reason
+recorded in ``ModelGroups.skipped``.
+"""
+
+from __future__ import annotations
+
+import copy
+import warnings
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+_CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+_BN = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+
+
+class GroupError(ValueError):
+    """The model's structure cannot be pruned by channel groups, with a message for the person using it."""
+
+
+@dataclass(frozen=True)
+class Member:
+    """One tensor slice set that a group's channels span.
+
+    ``target_idx[k]`` along ``dim`` of ``module.param`` belongs to group channel ``root_idx[k]``.
+    ``masked`` is False for BatchNorm running statistics: masking zeroes the affine parameters (which already
+    makes the normalised output zero) and leaves the statistics alone; slicing removes them too.
+    """
+
+    module: str
+    param: str
+    dim: int
+    target_idx: torch.Tensor
+    root_idx: torch.Tensor
+    masked: bool = True
+    is_buffer: bool = False
+
+
+@dataclass
+class ChannelGroup:
+    name: str  # the producer layer the group is rooted at
+    size: int  # channels in the group's own index space
+    members: list[Member]
+    producers: list[str]  # layers whose output channels are in the group
+    consumers: list[str]  # layers whose input channels are in the group
+
+    def importance_tensors(self, model_params: dict[str, torch.Tensor]) -> list[tuple[torch.Tensor, Member]]:
+        """The weight tensors that group-magnitude criteria look at: conv/linear weights (output rows and input
+        columns) and norm-layer scales; biases and running statistics are excluded, as in DepGraph."""
+        out = []
+        for m in self.members:
+            if m.param == "weight" and not m.is_buffer:
+                out.append((model_params[f"{m.module}.weight"], m))
+        return out
+
+
+@dataclass
+class ModelGroups:
+    groups: list[ChannelGroup]
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    ignored: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.by_name = {g.name: g for g in self.groups}
+        # (module, param) -> list of (dim, member, group): everything one tensor is sliced by
+        self._by_tensor: dict[tuple[str, str], list[tuple[Member, ChannelGroup]]] = {}
+        for g in self.groups:
+            for m in g.members:
+                self._by_tensor.setdefault((m.module, m.param), []).append((m, g))
+
+    @property
+    def sizes(self) -> dict[str, int]:
+        return {g.name: g.size for g in self.groups}
+
+    def removed_indices(self, pruned: dict[str, torch.Tensor], masked_only: bool = False
+                        ) -> dict[tuple[str, str], dict[int, torch.Tensor]]:
+        """For a structured plan's ``pruned`` channels: (module, param) -> {dim: removed indices along dim}."""
+        out: dict[tuple[str, str], dict[int, list[torch.Tensor]]] = {}
+        for name, idx in pruned.items():
+            if name not in self.by_name:
+                raise GroupError(f"the plan names channel group {name!r}, which this model does not have")
+            if len(idx) == 0:
+                continue
+            g = self.by_name[name]
+            if int(idx.max()) >= g.size or int(idx.min()) < 0:
+                raise GroupError(f"channel index out of range for group {name!r} of {g.size} channels")
+            if len(torch.unique(idx)) >= g.size:
+                raise GroupError(f"the plan removes every channel of group {name!r}; at least one must stay")
+            hit = torch.zeros(g.size, dtype=torch.bool)
+            hit[idx] = True
+            for m in g.members:
+                if masked_only and not m.masked:
+                    continue
+                sel = m.target_idx[hit[m.root_idx]]
+                out.setdefault((m.module, m.param), {}).setdefault(m.dim, []).append(sel)
+        return {k: {d: torch.unique(torch.cat(v)) for d, v in dims.items()} for k, dims in out.items()}
+
+    def zero_channels_(self, model: nn.Module, pruned: dict[str, torch.Tensor]) -> list[str]:
+        """Zero every masked slice of the removed channels in place. Returns the tensor names touched."""
+        tensors = dict(model.named_parameters())
+        touched = []
+        with torch.no_grad():
+            for (module, param), dims in self.removed_indices(pruned, masked_only=True).items():
+                t = tensors[f"{module}.{param}"]
+                for dim, idx in dims.items():
+                    t.index_fill_(dim, idx.to(t.device), 0)
+                touched.append(f"{module}.{param}")
+        return touched
+
+    def kept_mask_by_tensor(self, pruned: dict[str, torch.Tensor], shapes: dict[str, torch.Size]
+                            ) -> dict[str, torch.Tensor]:
+        """Bool keep-masks (CPU) of the tensors named in ``shapes`` that a structured plan touches, as
+        masking would leave them."""
+        masks = {}
+        for (module, param), dims in self.removed_indices(pruned, masked_only=True).items():
+            name = f"{module}.{param}"
+            if name not in shapes:
+                continue
+            keep = torch.ones(shapes[name], dtype=torch.bool)
+            for dim, idx in dims.items():
+                keep.index_fill_(dim, idx, False)
+            masks[name] = keep
+        return masks
+
+    def kept_channels(self, pruned: dict[str, torch.Tensor]) -> dict[str, int]:
+        return {g.name: g.size - len(torch.unique(pruned[g.name])) if g.name in pruned else g.size
+                for g in self.groups}
+
+    def slice_model(self, model: nn.Module, pruned: dict[str, torch.Tensor], share_untouched: bool = True
+                    ) -> nn.Module:
+        """The physically smaller model for a structured plan.
+
+        The module tree is copied without copying tensors; every touched tensor is replaced by its
+        ``index_select``-ed slice and the layers' size attributes are updated. With ``share_untouched`` the
+        small model shares the tensors the plan does not touch with ``model`` (fine for evaluation, cheap);
+        without it every tensor is cloned (for export).
+        """
+        removed = self.removed_indices(pruned)
+        small = _structure_copy(model)
+        modules = dict(small.named_modules())
+        for (module, param), dims in removed.items():
+            mod = modules[module]
+            t = getattr(mod, param)
+            new = t.detach()
+            for dim, idx in dims.items():
+                keep = torch.ones(new.shape[dim], dtype=torch.bool)
+                keep[idx] = False
+                new = new.index_select(dim, keep.nonzero().squeeze(1).to(new.device))
+            if param in mod._parameters:
+                mod._parameters[param] = nn.Parameter(new, requires_grad=t.requires_grad)
+            else:
+                mod._buffers[param] = new
+        if not share_untouched:
+            for mod in modules.values():
+                for k, p in mod._parameters.items():
+                    if p is not None:
+                        mod._parameters[k] = nn.Parameter(p.detach().clone(), requires_grad=p.requires_grad)
+                for k, b in mod._buffers.items():
+                    if b is not None:
+                        mod._buffers[k] = b.clone()
+        for mod in modules.values():
+            _fix_size_attributes(mod)
+        return small
+
+
+def _structure_copy(module: nn.Module) -> nn.Module:
+    """A copy of the module tree whose parameter and buffer dicts are new but hold the same tensors."""
+    new = copy.copy(module)
+    new.__dict__ = dict(module.__dict__)
+    new._parameters = dict(module._parameters)
+    new._buffers = dict(module._buffers)
+    new._modules = {k: (_structure_copy(m) if m is not None else None) for k, m in module._modules.items()}
+    for hooks in ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_state_dict_hooks",
+                  "_load_state_dict_pre_hooks"):
+        if hooks in new.__dict__:
+            new.__dict__[hooks] = copy.copy(module.__dict__[hooks])
+    return new
+
+
+def _fix_size_attributes(mod: nn.Module) -> None:
+    """Make a layer's size attributes agree with its (sliced) tensors."""
+    if isinstance(mod, _CONV):
+        w = mod.weight
+        depthwise = mod.groups > 1 and mod.groups == mod.in_channels == mod.out_channels
+        mod.out_channels = w.shape[0]
+        if depthwise:
+            mod.groups = mod.in_channels = w.shape[0]
+        else:
+            mod.in_channels = w.shape[1] * mod.groups
+    elif isinstance(mod, nn.Linear):
+        mod.out_features, mod.in_features = mod.weight.shape
+    elif isinstance(mod, _BN):
+        ref = mod.weight if mod.weight is not None else mod.running_mean
+        mod.num_features = ref.shape[0]
+    elif isinstance(mod, nn.LayerNorm) and mod.weight is not None:
+        mod.normalized_shape = (mod.weight.shape[0],)
+
+
+def find_output_layers(model: nn.Module, example_input: torch.Tensor) -> list[str]:
+    """Names of the leaf layers whose output is the model's output (the classifier head), which structured
+    pruning must never shrink: removing a class logit changes what the model predicts, not how big it is."""
+    outputs: dict[int, str] = {}
+    hooks = []
+    for name, m in model.named_modules():
+        if isinstance(m, (*_CONV, nn.Linear)):
+            hooks.append(m.register_forward_hook(lambda mod, i, o, name=name: outputs.__setitem__(id(o), name)))
+    try:
+        with torch.no_grad():
+            out = model(example_input)
+    finally:
+        for h in hooks:
+            h.remove()
+    found = [outputs[id(out)]] if isinstance(out, torch.Tensor) and id(out) in outputs else []
+    if not found:
+        # the output is made by a functional op after the last layer: protect the last layer that ran
+        found = [list(outputs.values())[-1]] if outputs else []
+    return found
+
+
+def _members_for(module_name: str, mod: nn.Module, is_out: bool, target_idx: torch.Tensor,
+                 root_idx: torch.Tensor) -> list[Member]:
+    def m(param: str, dim: int, masked: bool = True, is_buffer: bool = False) -> Member:
+        return Member(module_name, param, dim, target_idx, root_idx, masked, is_buffer)
+
+    if isinstance(mod, _CONV):
+        depthwise = mod.groups > 1 and mod.groups == mod.in_channels == mod.out_channels
+        if mod.groups > 1 and not depthwise:
+            raise GroupError(f"{module_name}: grouped convolutions (groups={mod.groups}) are not supported")
+        if is_out or depthwise:
+            return [m("weight", 0)] + ([m("bias", 0)] if mod.bias is not None else [])
+        return [m("weight", 1)]
+    if isinstance(mod, nn.Linear):
+        if is_out:
+            return [m("weight", 0)] + ([m("bias", 0)] if mod.bias is not None else [])
+        return [m("weight", 1)]
+    if isinstance(mod, _BN):
+        out = []
+        if mod.affine:
+            out += [m("weight", 0), m("bias", 0)]
+        if mod.track_running_stats:
+            out += [m("running_mean", 0, masked=False, is_buffer=True),
+                    m("running_var", 0, masked=False, is_buffer=True)]
+        if not mod.affine:
+            raise GroupError(f"{module_name}: BatchNorm without affine parameters cannot be masked")
+        return out
+    if isinstance(mod, nn.LayerNorm):
+        if len(mod.normalized_shape) != 1 or not mod.elementwise_affine:
+            raise GroupError(f"{module_name}: only LayerNorm over one dimension with affine parameters is supported")
+        return [m("weight", 0)] + ([m("bias", 0)] if mod.bias is not None else [])
+    if any(True for _ in mod.parameters(recurse=False)):
+        raise GroupError(f"{module_name}: layers of type {type(mod).__name__} are not supported by channel pruning")
+    return []
+
+
+def build_groups(model: nn.Module, example_input: torch.Tensor, ignored_layers: list[str] | None = None
+                 ) -> ModelGroups:
+    """Trace ``model`` once with Torch-Pruning and read every channel group into plain index tensors.
+
+    ``example_input``: one batch the model accepts, e.g. shape (1, *sample_shape). ``ignored_layers``: layer
+    names whose output channels must not be pruned; default: the layers producing the model's output.
+    """
+    import torch_pruning as tp
+
+    if not isinstance(model, nn.Module) or isinstance(model, torch.jit.ScriptModule):
+        raise GroupError("Channel pruning needs a regular PyTorch module of a known architecture; TorchScript "
+                         "and exported programs support unstructured methods only.")
+    was_training = model.training
+    model.eval()
+    names = {m: n for n, m in model.named_modules()}
+    ignored = list(ignored_layers) if ignored_layers is not None else find_output_layers(model, example_input)
+    ignored_modules = [m for m, n in names.items() if n in ignored]
+    # Torch-Pruning follows autograd's grad_fn chain, so the trace needs gradients switched on
+    frozen = [p for p in model.parameters() if not p.requires_grad]
+    for p in frozen:
+        p.requires_grad_(True)
+    try:
+        with warnings.catch_warnings(), torch.enable_grad():
+            warnings.simplefilter("ignore")
+            dg = tp.DependencyGraph().build_dependency(model, example_inputs=example_input)
+            tp_groups = list(dg.get_all_groups(ignored_layers=ignored_modules))
+    except Exception as e:  # Torch-Pruning raises many kinds of error on graphs it cannot trace
+        raise GroupError(f"Could not trace the model's channel dependencies: {type(e).__name__}: {e}") from e
+    finally:
+        model.train(was_training)
+        for p in frozen:
+            p.requires_grad_(False)
+
+    groups, skipped = [], []
+    for g in tp_groups:
+        root_module = g[0].dep.target.module
+        root_name = names.get(root_module, str(root_module))
+        members: list[Member] = []
+        producers, consumers = [], []
+        size = len(g[0].idxs)
+        try:
+            for item in g:
+                mod = item.dep.target.module
+                if not isinstance(mod, nn.Module) or mod not in names:
+                    if isinstance(mod, nn.Parameter):
+                        raise GroupError(f"{root_name}: a bare nn.Parameter is coupled to these channels")
+                    continue  # functional ops (add, relu, flatten ...) carry no tensors
+                if item.root_idxs is None or any(r is None for r in item.root_idxs):
+                    raise GroupError(f"{root_name}: an index mapping without channel correspondence")
+                is_out = dg.is_out_channel_pruning_fn(item.dep.handler)
+                is_in = dg.is_in_channel_pruning_fn(item.dep.handler)
+                name = names[mod]
+                if isinstance(mod, (*_CONV, nn.Linear)):
+                    (producers if is_out and not is_in else consumers).append(name)
+                members += _members_for(name, mod, is_out and not is_in, torch.as_tensor(item.idxs, dtype=torch.long),
+                                        torch.as_tensor(item.root_idxs, dtype=torch.long))
+        except GroupError as e:
+            skipped.append((root_name, str(e)))
+            continue
+        if size < 2:
+            skipped.append((root_name, "a single channel cannot be pruned"))
+            continue
+        groups.append(ChannelGroup(root_name, size, members, producers, consumers))
+    if not groups:
+        reasons = "; ".join(f"{n}: {r}" for n, r in skipped) or "no convolution or linear layer can shrink"
+        raise GroupError(f"This model has no prunable channel group ({reasons}).")
+    order = {n: i for i, n in enumerate(names.values())}
+    groups.sort(key=lambda g: order.get(g.name, 0))
+    return ModelGroups(groups, skipped, ignored)

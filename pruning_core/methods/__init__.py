@@ -1,0 +1,49 @@
+"""Pruning methods by name. Adding a method: one file in this package, its test, one line in ``REGISTRY``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+from .base import Method, RankedChannels, RankedUnstructured
+from .magnitude import GroupMagnitude, MagnitudeUnstructured
+from .random import RandomChannels, RandomUnstructured
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    key: str
+    label: str
+    granularity: str
+    factory: Callable[..., Method]
+    defaults: dict = field(default_factory=dict)
+    description: str = ""
+
+
+REGISTRY: dict[str, MethodSpec] = {s.key: s for s in [
+    MethodSpec("magnitude-global", "Magnitude, global (unstructured)", "unstructured", MagnitudeUnstructured,
+               {"scope": "global"}, "Smallest |w| over all weight tensors at once."),
+    MethodSpec("magnitude-layer", "Magnitude, per layer (unstructured)", "unstructured", MagnitudeUnstructured,
+               {"scope": "layer"}, "Smallest |w| in each weight tensor, the same fraction everywhere."),
+    MethodSpec("random", "Random (unstructured)", "unstructured", RandomUnstructured, {"scope": "global"},
+               "Uniformly random weights; the baseline."),
+    MethodSpec("group-l1", "Group L1 (structured channels)", "structured", GroupMagnitude, {"p": 1},
+               "Channels with the smallest summed L1 norm over their whole dependency group."),
+    MethodSpec("group-l2", "Group L2 (structured channels)", "structured", GroupMagnitude, {"p": 2},
+               "Channels with the smallest summed L2 norm over their whole dependency group."),
+    MethodSpec("random-channels", "Random channels (structured)", "structured", RandomChannels, {},
+               "Uniformly random channels of every group; the structured baseline."),
+]}
+
+
+def make_method(key: str, **overrides) -> Method:
+    """A configured method instance from its registry key (``overrides`` replace the defaults)."""
+    if key not in REGISTRY:
+        raise KeyError(f"unknown method {key!r}; available: {', '.join(REGISTRY)}")
+    spec = REGISTRY[key]
+    method = spec.factory(**{**spec.defaults, **overrides})
+    method.key, method.title = spec.key, spec.label
+    return method
+
+
+__all__ = ["REGISTRY", "Method", "MethodSpec", "RankedChannels", "RankedUnstructured", "make_method"]

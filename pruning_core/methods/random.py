@@ -1,0 +1,28 @@
+"""Random pruning: the baseline every criterion must beat (e.g. Blalock et al., "What is the State of
+Neural Network Pruning?", MLSys 2020, which reports it for every comparison). Seeded, so a sweep is
+reproducible; the same seed gives the same ranking for every ratio, so masks are nested as the ratio grows."""
+
+from __future__ import annotations
+
+import torch
+
+from ..workbench import Workbench
+from .base import RankedChannels, RankedUnstructured
+
+
+class RandomUnstructured(RankedUnstructured):
+    name = "random"
+    label = "Random (unstructured)"
+
+    def scores(self, wb: Workbench) -> dict[str, torch.Tensor]:
+        g = torch.Generator().manual_seed(self.seed)
+        return {k: torch.rand(p.shape, generator=g) for k, p in wb.prunable.items()}
+
+
+class RandomChannels(RankedChannels):
+    name = "random-channels"
+    label = "Random channels (structured)"
+
+    def channel_scores(self, wb: Workbench) -> dict[str, torch.Tensor]:
+        g = torch.Generator().manual_seed(self.seed)
+        return {grp.name: torch.rand(grp.size, generator=g) for grp in wb.groups.groups}

@@ -1,0 +1,95 @@
+"""Metrics: accuracy, loss, agreement with the dense model, parameters, FLOPs, sparsity, latency.
+
+FLOPs come from ``torch.utils.flop_counter.FlopCounterMode`` for one sample (batch 1): it counts matrix
+multiplications and convolutions (2 FLOPs per multiply-add) and nothing else (no BatchNorm, activations or
+additions), which is the usual convention of pruning papers.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+
+@dataclass(frozen=True)
+class EvalMetrics:
+    accuracy: float
+    loss: float
+    agreement: float  # fraction of evaluation samples where the top-1 class equals the dense model's
+    seconds: float
+    samples: int
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
+    """Logits (N, classes) on x's device, in inference mode, in batches."""
+    with torch.inference_mode():
+        return torch.cat([model(chunk) for chunk in x.split(batch_size)])
+
+
+def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, dense_pred: torch.Tensor | None = None,
+             batch_size: int = 1024) -> tuple[EvalMetrics, torch.Tensor]:
+    """One evaluation pass. Returns the metrics and the predicted classes (N,)."""
+    if x.is_cuda:
+        torch.cuda.synchronize(x.device)
+    start = time.perf_counter()
+    logits = predict(model, x, batch_size)
+    with torch.inference_mode():
+        pred = logits.argmax(1)
+        acc = (pred == y).float().mean().item()
+        loss = nn.functional.cross_entropy(logits.float(), y).item()
+        agree = (pred == dense_pred).float().mean().item() if dense_pred is not None else 1.0
+    seconds = time.perf_counter() - start
+    return EvalMetrics(acc, loss, agree, seconds, int(y.shape[0])), pred
+
+
+def count_flops(model: nn.Module, example_input: torch.Tensor) -> tuple[int, dict[str, int]]:
+    """Total FLOPs for ``example_input`` and the FLOPs of each leaf layer that does any (by module name)."""
+    counter = FlopCounterMode(display=False)
+    with torch.inference_mode(), counter:
+        model(example_input)
+    per_module: dict[str, int] = {}
+    for name, ops in counter.get_flop_counts().items():
+        if name == "Global" or "." not in name:
+            continue
+        # names are "<ModelClass>.<qualified name>"; keep the qualified name used by named_modules()
+        per_module[name.split(".", 1)[1] if "." in name else ""] = int(sum(ops.values()))
+    # keep only the innermost names: "layer1.0.conv1" rather than its parents "layer1.0" and "layer1"
+    leaves = {n: f for n, f in per_module.items()
+              if not any(o != n and o.startswith(n + ".") for o in per_module)}
+    return int(counter.get_total_flops()), leaves
+
+
+def flops_with_density(per_module: dict[str, int], density: dict[str, float]) -> int:
+    """FLOPs when each layer's multiply-adds scale with the fraction of its weight entries kept.
+
+    Exact for channel pruning (a conv's FLOPs are proportional to out x in channels, and so is its kept weight
+    fraction); for unstructured masks it is the count a sparse kernel that skips zeros would perform.
+    """
+    return int(round(sum(f * density.get(name, 1.0) for name, f in per_module.items())))
+
+
+def parameter_count(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def measure_latency(model: nn.Module, example_input: torch.Tensor, repeats: int = 20, warmup: int = 3) -> float:
+    """Median wall-clock milliseconds of one forward pass on ``example_input`` (CUDA-synchronised)."""
+    sync = (lambda: torch.cuda.synchronize(example_input.device)) if example_input.is_cuda else (lambda: None)
+    times = []
+    with torch.inference_mode():
+        for i in range(warmup + repeats):
+            sync()
+            start = time.perf_counter()
+            model(example_input)
+            sync()
+            if i >= warmup:
+                times.append((time.perf_counter() - start) * 1e3)
+    return statistics.median(times)

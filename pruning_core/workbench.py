@@ -1,0 +1,252 @@
+"""The workbench: one model, its calibration and evaluation data, and a device.
+
+It owns exactly one working copy of the model. ``apply(plan)`` changes that copy in place (masks multiply,
+corrections overwrite) and ``restore()`` writes the dense values back into only the tensors the plan touched,
+bit for bit. No deep copy per ratio: a sweep over ten ratios costs ten evaluation passes plus a few in-place
+tensor operations. Structured plans can instead be evaluated on the physically smaller model that
+``ModelGroups.slice_model`` builds from the dense copy (``evaluate_plan(..., structured="sliced")``).
+"""
+
+from __future__ import annotations
+
+import copy
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import pandas as pd
+import torch
+from torch import nn
+
+from . import metrics
+from .data import DataError, DataSplits
+from .groups import GroupError, ModelGroups, build_groups
+from .plan import Plan, PlanError
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+@dataclass(frozen=True)
+class PlanMetrics:
+    """What one plan does to the model: the row a sweep streams."""
+
+    accuracy: float
+    loss: float
+    agreement: float
+    params: int
+    params_fraction: float  # of the dense model's parameters, kept
+    flops: int
+    flops_fraction: float
+    sparsity: float  # fraction of the prunable weights removed (realised, not nominal)
+    eval_seconds: float
+    evaluation: str  # "masked" (dense cost) or "sliced" (physically smaller model)
+
+
+class Workbench:
+    """``Workbench(model, data, device=None)``: ``model`` is deep-copied once onto ``device`` (CUDA when
+    available) and put in eval mode; ``data`` provides the calibration and evaluation splits."""
+
+    def __init__(self, model: nn.Module, data: DataSplits, device: str | torch.device | None = None,
+                 name: str = "model", batch_size: int = 1024):
+        self.name = name
+        self.data = data
+        self.device = torch.device(device) if device is not None else default_device()
+        self.batch_size = batch_size
+        self.model = copy.deepcopy(model).to(self.device).eval()
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+        self.eval_x = data.eval.x.to(self.device)
+        self.eval_y = data.eval.y.to(self.device)
+        self.calib_x = data.calib.x.to(self.device)
+        self.calib_y = data.calib.y.to(self.device)
+        self.example_input = self.eval_x[:1]
+        self._check_fit()
+        self._dense = {k: v.detach().clone() for k, v in self._tensors().items()}
+        self._touched: set[str] = set()
+        self._groups: ModelGroups | GroupError | None = None
+        self._dense_eval: metrics.EvalMetrics | None = None
+        self._dense_pred: torch.Tensor | None = None
+        self._flops: tuple[int, dict[str, int]] | None = None
+        self.eval_passes = 0  # full passes over the evaluation split, for benchmarks and tests
+
+    # ----- set-up checks -------------------------------------------------------------------------------------
+    def _check_fit(self) -> None:
+        try:
+            with torch.inference_mode():
+                out = self.model(self.eval_x[:2])
+        except Exception as e:  # any shape or dtype mismatch surfaces here, in the user's terms
+            raise DataError(f"The data does not fit the model: samples of shape {tuple(self.eval_x.shape[1:])} "
+                            f"raised {type(e).__name__}: {str(e).splitlines()[0][:300]}") from e
+        if not isinstance(out, torch.Tensor) or out.ndim != 2:
+            raise DataError(f"The model must return class scores of shape (batch, classes); it returned "
+                            f"{type(out).__name__}{tuple(out.shape) if isinstance(out, torch.Tensor) else ''}.")
+        n_classes = max(int(self.eval_y.max()), int(self.calib_y.max())) + 1
+        if out.shape[1] < n_classes:
+            raise DataError(f"The data has labels up to {n_classes - 1} but the model outputs only "
+                            f"{out.shape[1]} classes.")
+
+    def _tensors(self) -> dict[str, torch.Tensor]:
+        out = dict(self.model.named_parameters())
+        out.update({k: v for k, v in self.model.named_buffers()})
+        return out
+
+    # ----- structure -----------------------------------------------------------------------------------------
+    @property
+    def prunable(self) -> dict[str, nn.Parameter]:
+        """Weights that unstructured methods prune: every parameter with two or more dimensions
+        (conv kernels, linear matrices, embeddings); biases and norm parameters stay dense."""
+        return {k: p for k, p in self.model.named_parameters() if p.ndim >= 2}
+
+    @property
+    def groups(self) -> ModelGroups:
+        """Channel dependency groups, traced once per workbench (raises GroupError when unsupported)."""
+        if self._groups is None:
+            try:
+                self._groups = build_groups(self.model, self.example_input)
+            except GroupError as e:
+                self._groups = e
+        if isinstance(self._groups, GroupError):
+            raise self._groups
+        return self._groups
+
+    @property
+    def supports_structured(self) -> bool:
+        try:
+            self.groups
+            return True
+        except GroupError:
+            return False
+
+    @property
+    def dense_params(self) -> int:
+        return metrics.parameter_count(self.model)
+
+    @property
+    def dense_flops(self) -> tuple[int, dict[str, int]]:
+        if self._flops is None:
+            self._flops = metrics.count_flops(self.model, self.example_input)
+        return self._flops
+
+    def dense_metrics(self) -> metrics.EvalMetrics:
+        if self._dense_eval is None:
+            self.restore()
+            self._dense_eval, self._dense_pred = metrics.evaluate(self.model, self.eval_x, self.eval_y, None,
+                                                                  self.batch_size)
+            self.eval_passes += 1
+        return self._dense_eval
+
+    @property
+    def dense_predictions(self) -> torch.Tensor:
+        self.dense_metrics()
+        return self._dense_pred
+
+    def layer_table(self) -> pd.DataFrame:
+        """One row per layer that holds parameters: type, weight shape, parameters and FLOPs (batch 1)."""
+        _, flops = self.dense_flops
+        rows = []
+        for name, mod in self.model.named_modules():
+            own = list(mod.named_parameters(recurse=False))
+            if not own:
+                continue
+            w = dict(own).get("weight")
+            rows.append({"layer": name, "type": type(mod).__name__,
+                         "weight shape": "x".join(map(str, w.shape)) if w is not None else "",
+                         "parameters": sum(p.numel() for _, p in own), "FLOPs": flops.get(name, 0)})
+        return pd.DataFrame(rows)
+
+    # ----- plans ---------------------------------------------------------------------------------------------
+    def apply(self, plan: Plan) -> None:
+        """Apply ``plan`` to the working copy in place (the previous plan is restored first)."""
+        self.restore()
+        tensors = self._tensors()
+        with torch.no_grad():
+            if plan.is_structured:
+                self._touched.update(self.groups.zero_channels_(self.model, plan.pruned_channels))
+            for name, mask in plan.masks.items():
+                if name not in tensors:
+                    raise PlanError(f"the plan masks {name!r}, which this model does not have")
+                t = tensors[name]
+                if mask.shape != t.shape:
+                    raise PlanError(f"the mask for {name!r} has shape {tuple(mask.shape)}, the tensor "
+                                    f"{tuple(t.shape)}")
+                t.mul_(mask.to(t.device, t.dtype))
+                self._touched.add(name)
+            for name, value in plan.corrections.items():
+                if name not in tensors or tensors[name].shape != value.shape:
+                    raise PlanError(f"the correction for {name!r} does not fit the model")
+                tensors[name].copy_(value)
+                self._touched.add(name)
+
+    def restore(self) -> None:
+        """Put the dense values back into every tensor the last plan touched (exactly)."""
+        if not self._touched:
+            return
+        tensors = self._tensors()
+        with torch.no_grad():
+            for name in self._touched:
+                tensors[name].copy_(self._dense[name])
+        self._touched.clear()
+
+    @contextmanager
+    def applied(self, plan: Plan):
+        self.apply(plan)
+        try:
+            yield self.model
+        finally:
+            self.restore()
+
+    def sliced_model(self, plan: Plan, share_untouched: bool = True) -> nn.Module:
+        """The physically smaller model of a structured plan, built from the dense weights."""
+        if not plan.is_structured:
+            raise PlanError("only structured plans make a physically smaller model")
+        self.restore()
+        small = self.groups.slice_model(self.model, plan.pruned_channels, share_untouched)
+        if plan.masks or plan.corrections:
+            raise PlanError("structured plans with extra masks or corrections are sliced by their method")
+        return small
+
+    def kept_fraction_by_tensor(self, plan: Plan) -> dict[str, float]:
+        """Kept fraction of every prunable weight under ``plan`` (1.0 for untouched ones)."""
+        prunable = self.prunable
+        if plan.is_structured:
+            masks = self.groups.kept_mask_by_tensor(plan.pruned_channels, {k: p.shape for k, p in prunable.items()})
+        else:
+            masks = plan.masks
+        return {k: (float(masks[k].float().mean()) if k in masks else 1.0) for k in prunable}
+
+    def evaluate_plan(self, plan: Plan, structured: str = "sliced", kept: dict[str, float] | None = None
+                      ) -> PlanMetrics:
+        """Evaluate one plan: in place on the working copy (``masked``), or for structured plans on the
+        physically smaller model (``sliced``). Costs exactly one evaluation pass. ``kept``: the plan's
+        ``kept_fraction_by_tensor``, if the caller already has it."""
+        dense_pred = self.dense_predictions
+        total_flops, per_module = self.dense_flops
+        prunable = self.prunable
+        kept = kept if kept is not None else self.kept_fraction_by_tensor(plan)
+        prunable_total = sum(p.numel() for p in prunable.values())
+        prunable_kept = sum(kept[k] * p.numel() for k, p in prunable.items())
+        density = {k.rsplit(".", 1)[0]: v for k, v in kept.items() if k.endswith("weight")}
+        if plan.is_structured and structured == "sliced":
+            small = self.sliced_model(plan)
+            ev, _ = metrics.evaluate(small, self.eval_x, self.eval_y, dense_pred, self.batch_size)
+            params = metrics.parameter_count(small)
+            mode = "sliced"
+        else:
+            with self.applied(plan) as model:
+                ev, _ = metrics.evaluate(model, self.eval_x, self.eval_y, dense_pred, self.batch_size)
+                zeroed = self._zeroed_parameter_entries(plan)
+            params = self.dense_params - zeroed
+            mode = "masked"
+        self.eval_passes += 1
+        flops = metrics.flops_with_density(per_module, density)
+        return PlanMetrics(ev.accuracy, ev.loss, ev.agreement, params, params / self.dense_params, flops,
+                           flops / total_flops if total_flops else 1.0,
+                           1.0 - prunable_kept / prunable_total if prunable_total else 0.0, ev.seconds, mode)
+
+    def _zeroed_parameter_entries(self, plan: Plan) -> int:
+        if plan.is_structured:
+            params = dict(self.model.named_parameters())
+            masks = self.groups.kept_mask_by_tensor(plan.pruned_channels, {k: p.shape for k, p in params.items()})
+            return int(sum((~m).sum() for m in masks.values()))
+        return int(sum((~m).sum() for m in plan.masks.values()))
