@@ -120,6 +120,9 @@ def load_npz(data: bytes, name: str = "uploaded.npz", seed: int = 0, calib_fract
     ``calib_fraction`` of the samples (at most ``max_calib``) is held out for calibration and the rest is the
     evaluation split. Loaded with ``allow_pickle=False``: an .npz holding pickled objects is refused.
     """
+    if not data.startswith(b"PK"):
+        raise DataError(f"{name}: not a readable .npz file (an .npz is the zip archive numpy.savez writes; "
+                        "this file is something else).")
     try:
         with np.load(io.BytesIO(data), allow_pickle=False) as f:
             arrays = {k: f[k] for k in f.files}

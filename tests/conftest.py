@@ -1,0 +1,29 @@
+"""Shared fixtures. The repository root goes on sys.path so tests import pruning_core and app code directly."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+DEMO = ("digits-mlp", "digits-cnn", "digits-resnet")
+
+
+@pytest.fixture(scope="session")
+def digits():
+    from pruning_core import load_digits
+
+    return load_digits()
+
+
+@pytest.fixture(scope="session")
+def demo_workbenches(digits):
+    """One CPU workbench per demo model, shared by read-only tests (tests restore what they apply)."""
+    from pruning_core import Workbench, load_builtin
+
+    return {name: Workbench(load_builtin(name), digits, device="cpu", name=name) for name in DEMO}
