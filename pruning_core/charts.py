@@ -17,7 +17,7 @@ from plotly.colors import qualitative
 
 from .methods import REGISTRY
 
-_PALETTE = qualitative.Plotly
+_PALETTE = qualitative.D3
 PRUNED_GREY = "#b8b8b8"
 
 AXIS_TITLES = {
@@ -29,6 +29,9 @@ AXIS_TITLES = {
     "loss": "cross-entropy loss",
     "agreement": "top-1 agreement with the dense model",
 }
+SHORT_TITLES = {"ratio": "ratio", "sparsity": "sparsity", "flops_fraction": "FLOPs kept",
+                "params_fraction": "parameters kept", "accuracy": "Accuracy", "loss": "Loss",
+                "agreement": "Agreement with dense"}
 _PERCENT = {"ratio", "sparsity", "flops_fraction", "params_fraction", "accuracy", "agreement"}
 
 
@@ -41,7 +44,8 @@ def method_color(method: str) -> str:
 
 def _layout(fig: go.Figure, title: str, height: int = 380) -> go.Figure:
     fig.update_layout(title=dict(text=title, x=0.0, xanchor="left"), height=height, template="plotly_white",
-                      margin=dict(l=10, r=10, t=50, b=10), legend=dict(orientation="h", y=-0.2),
+                      margin=dict(l=10, r=10, t=50, b=10),
+                      legend=dict(orientation="h", yanchor="top", y=-0.22, x=0, xanchor="left"),
                       hovermode="closest")
     return fig
 
@@ -70,7 +74,7 @@ def metric_curves(points: pd.DataFrame, x: str = "ratio", y: str = "accuracy",
         ))
     if dense_value is not None:
         fig.add_hline(y=dense_value, line=dict(color="#555", dash="dash", width=1),
-                      annotation_text="dense", annotation_position="bottom left")
+                      annotation_text=f"dense {dense_value:.1%}" if y in _PERCENT else f"dense {dense_value:.4g}", annotation_position="bottom right")
     if selected_ratio is not None and x == "ratio":
         fig.add_vline(x=selected_ratio, line=dict(color="#222", dash="dot", width=1.5),
                       annotation_text=f"r = {selected_ratio:g}", annotation_position="top")
@@ -78,28 +82,33 @@ def metric_curves(points: pd.DataFrame, x: str = "ratio", y: str = "accuracy",
     fig.update_yaxes(title=AXIS_TITLES.get(y, y), tickformat=".0%" if y in _PERCENT else None)
     if x in ("flops_fraction", "params_fraction"):
         fig.update_xaxes(autorange="reversed")  # left to right = more pruning, as on the ratio chart
-    return _layout(fig, f"{AXIS_TITLES.get(y, y).capitalize()} vs {AXIS_TITLES.get(x, x).split(' (')[0]}")
+    return _layout(fig, f"{SHORT_TITLES.get(y, y)} vs {SHORT_TITLES.get(x, x)}", height=400)
 
 
 def kept_fraction_bars(layers: pd.DataFrame, labels: dict[str, str] | None = None) -> go.Figure:
-    """Per-layer kept fraction of the weights (rows of ``SweepResult.layers`` at one ratio), one bar group per
-    layer and one bar per method. Structured rows also say how many channels the layer kept."""
+    """Per-layer kept fraction of the weights (rows of ``SweepResult.layers`` at one ratio): one row per layer
+    in model order, one bar per method. Structured rows also say how many channels the layer kept."""
     labels = labels or {}
     fig = go.Figure()
     order = list(dict.fromkeys(layers["layer"]))
     for method, df in layers.groupby("method", sort=False):
         df = df.set_index("layer").reindex(order)
-        text = [f"{int(k)}/{int(c)} ch" if pd.notna(k) and pd.notna(c) else "" for k, c in
-                zip(df["kept_channels"], df["channels"])]
+        text = [f"{v:.0%}" + (f" · {int(k)}/{int(c)} ch" if pd.notna(k) and pd.notna(c) else "")
+                for v, k, c in zip(df["kept_fraction"], df["kept_channels"], df["channels"])]
         fig.add_trace(go.Bar(
-            x=order, y=df["kept_fraction"].to_numpy(dtype=float), name=labels.get(method, method),
-            marker_color=method_color(str(method)), text=text, textposition="outside",
-            hovertemplate="%{x}<br>kept %{y:.1%} of weights %{text}<extra>%{fullData.name}</extra>",
+            y=order, x=df["kept_fraction"].to_numpy(dtype=float), orientation="h",
+            name=labels.get(method, method), marker_color=method_color(str(method)), text=text,
+            textposition="outside", cliponaxis=False,
+            hovertemplate="%{y}: %{text} of weights kept<extra>%{fullData.name}</extra>",
         ))
-    fig.update_layout(barmode="group")
-    fig.update_yaxes(title="weights kept", tickformat=".0%", range=[0, 1.12])
-    fig.update_xaxes(title="layer", tickangle=-30)
-    return _layout(fig, "Kept fraction per layer", height=360)
+    fig.update_xaxes(title="weights kept", tickformat=".0%", range=[0, 1.18], tickvals=np.linspace(0, 1, 6))
+    fig.update_yaxes(autorange="reversed", type="category")
+    n_bars = len(order) * max(1, layers["method"].nunique())
+    _layout(fig, "Kept fraction per layer", height=min(1400, max(320, 160 + 16 * n_bars)))
+    # a tall chart: the legend goes on top, where it stays next to the bars it explains
+    fig.update_layout(barmode="group", bargap=0.25, margin=dict(t=90),
+                      legend=dict(orientation="h", yanchor="bottom", y=1.0, x=0, xanchor="left"))
+    return fig
 
 
 def channel_importance_heatmap(table: pd.DataFrame, title: str) -> go.Figure:
@@ -135,8 +144,8 @@ def weight_mask_heatmap(magnitude: np.ndarray, kept: np.ndarray, title: str,
         colorbar=dict(title="|w|"), hoverongaps=False, name="kept",
         hovertemplate="row %{y}, col %{x}: |w| %{z:.4f}, kept %{customdata:.0%}<extra></extra>",
     ))
-    fig.update_yaxes(autorange="reversed", title=row_title)
-    fig.update_xaxes(title=col_title)
+    fig.update_yaxes(autorange="reversed", title=row_title, dtick=1 if magnitude.shape[0] <= 16 else None)
+    fig.update_xaxes(title=col_title, dtick=1 if magnitude.shape[1] <= 16 else None)
     fig.update_layout(plot_bgcolor="white")
     return _layout(fig, title, height=min(720, max(320, 120 + 9 * magnitude.shape[0])))
 
@@ -150,7 +159,9 @@ def importance_histogram(values: pd.DataFrame, title: str, unit: str) -> go.Figu
         fig.add_trace(go.Histogram(x=v, name=f"{name} ({len(v)})", marker_color=color,
                                    xbins=dict(start=edges[0], end=edges[-1], size=edges[1] - edges[0]
                                               if len(edges) > 1 else None)))
-    fig.update_layout(barmode="stack")
     fig.update_xaxes(title=f"{unit} importance")
     fig.update_yaxes(title="count")
-    return _layout(fig, title, height=320)
+    _layout(fig, title, height=360)
+    fig.update_layout(barmode="stack", legend=dict(orientation="v", x=1, xanchor="right", y=1, yanchor="top",
+                                                   bgcolor="rgba(255,255,255,0.8)"))
+    return fig

@@ -174,7 +174,7 @@ class ModelGroups:
                     if b is not None:
                         mod._buffers[k] = b.clone()
         for mod in modules.values():
-            _fix_size_attributes(mod)
+            fix_size_attributes(mod)
         return small
 
 
@@ -192,7 +192,7 @@ def _structure_copy(module: nn.Module) -> nn.Module:
     return new
 
 
-def _fix_size_attributes(mod: nn.Module) -> None:
+def fix_size_attributes(mod: nn.Module) -> None:
     """Make a layer's size attributes agree with its (sliced) tensors."""
     if isinstance(mod, _CONV):
         w = mod.weight

@@ -80,19 +80,24 @@ def _block_reduce(a: np.ndarray, max_side: int) -> np.ndarray:
     return np.nanmean(padded.reshape(rows // fr, fr, cols // fc, fc), axis=(1, 3))
 
 
-def weight_matrix_with_mask(wb: Workbench, weight: str, plan: Plan | None, max_side: int = 256
-                            ) -> tuple[np.ndarray, np.ndarray]:
-    """The dense weight ``weight`` as a 2-D (out, in) matrix and the fraction of it ``plan`` keeps.
+def weight_matrix_with_mask(wb: Workbench, weight: str, plan: Plan | None, reduce_kernel: bool = True,
+                            max_side: int = 256) -> tuple[np.ndarray, np.ndarray]:
+    """The dense weight ``weight`` as a 2-D matrix and the fraction of each entry ``plan`` keeps.
 
-    Conv kernels (out, in, *k) are reduced over the kernel: magnitude = L1 norm of each (out, in) kernel,
-    kept = fraction of that kernel's entries the plan keeps. Matrices larger than ``max_side`` on a side are
-    block-averaged for drawing. Returns (magnitude, kept), both float arrays of the same shape.
+    Linear weights are (out, in) as they are. Conv kernels (out, in, *k) are reduced over the kernel with
+    ``reduce_kernel`` (magnitude = L1 norm of each (out, in) kernel, kept = fraction of its entries kept: the
+    view for channel plans), or flattened to (out, in * prod(k)) without it (one cell per weight: the view for
+    unstructured masks). Matrices larger than ``max_side`` on a side are block-averaged for drawing.
+    Returns (magnitude, kept), float arrays of the same shape.
     """
     wb.restore()
     w = wb.prunable[weight].detach().to("cpu", torch.float64)
     mask = _kept_mask(wb, weight, plan).to(torch.float64)
-    magnitude = w.abs().reshape(w.shape[0], w.shape[1], -1).sum(-1).numpy()
-    kept = mask.reshape(w.shape[0], w.shape[1], -1).mean(-1).numpy()
+    if reduce_kernel:
+        magnitude = w.abs().reshape(w.shape[0], w.shape[1], -1).sum(-1).numpy()
+        kept = mask.reshape(w.shape[0], w.shape[1], -1).mean(-1).numpy()
+    else:
+        magnitude, kept = w.abs().reshape(w.shape[0], -1).numpy(), mask.reshape(w.shape[0], -1).numpy()
     return _block_reduce(magnitude, max_side), _block_reduce(kept, max_side)
 
 

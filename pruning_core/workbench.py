@@ -55,7 +55,8 @@ class Workbench:
         self.batch_size = batch_size
         self.model = copy.deepcopy(model).to(self.device).eval()
         for p in self.model.parameters():
-            p.requires_grad_(False)
+            if p.is_leaf:  # deep copies of TorchScript modules hold non-leaf parameters
+                p.requires_grad_(False)
         self.eval_x = data.eval.x.to(self.device)
         self.eval_y = data.eval.y.to(self.device)
         self.calib_x = data.calib.x.to(self.device)

@@ -1,0 +1,28 @@
+"""Pruning Explorer: the entry point. It only routes: page config, the session's workbench, the shared
+sidebar, and st.navigation over the screens in pages/.
+
+    streamlit run app.py
+"""
+
+import streamlit as st
+
+import explorer_ui
+
+# an emoji, not a material icon: with a material icon and no page_icon the browser fetches fonts online
+st.set_page_config(page_title="Pruning Explorer", page_icon="✂️", layout="wide")
+
+try:
+    explorer_ui.ensure_session()
+except Exception as e:  # the bundled demo failing to load is a broken install, not a user error
+    explorer_ui.show_error(e, "The demo model could not be loaded")
+    st.stop()
+
+page = st.navigation([
+    st.Page("pages/model_data.py", title="Model & data", default=True),
+    st.Page("pages/sweep.py", title="Sweep"),
+    st.Page("pages/layers.py", title="Layers"),
+    st.Page("pages/export.py", title="Export"),
+])
+page.run()
+# drawn after the page so that a model loaded on this run is already the one shown
+explorer_ui.render_sidebar()

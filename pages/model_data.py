@@ -1,0 +1,96 @@
+"""Model & data: pick a built-in model or upload one, pick the bundled digits or upload an .npz, and see what
+was loaded: layers, parameters, FLOPs, dense accuracy, device, data splits, channel groups."""
+
+import pandas as pd
+import streamlit as st
+
+import explorer_ui as ui
+from pruning_core import GroupError
+
+ui.require_session()
+st.title("Model & data")
+ss = st.session_state
+model_col, data_col = st.columns(2)
+
+with model_col:
+    st.subheader("Model")
+    source = st.radio("Model source", ["Built-in", "Upload a file"], horizontal=True,
+                      **ui.keep("md_model_source", "Built-in"))
+    if source == "Built-in":
+        builtin = st.selectbox("Architecture", ui.ARCHITECTURE_CHOICES, format_func=ui.architecture_title,
+                               **ui.keep("md_builtin", ui.DEMO_MODEL))
+    else:
+        model_file = st.file_uploader("Model file: TorchScript, torch.export (.pt2), state_dict (.pt/.pth) "
+                                      "or .safetensors", key="md_model_file")
+        arch = st.selectbox("Architecture the weights belong to (state_dict and safetensors only)",
+                            ["", *ui.ARCHITECTURE_CHOICES],
+                            format_func=lambda a: ui.ARCHITECTURES[a].title if a else
+                            "(not needed for TorchScript, .pt2 or a pickled module)", **ui.keep("md_arch", ""))
+        trust = st.checkbox("I trust this file: allow loading a pickled whole module (runs code from the file)",
+                            **ui.keep("md_trust", False))
+
+with data_col:
+    st.subheader("Data")
+    data_source = st.radio("Dataset", ["Bundled digits", "Upload .npz"], horizontal=True,
+                           **ui.keep("md_data_source", "Bundled digits"))
+    if data_source == "Upload .npz":
+        data_file = st.file_uploader("An .npz with arrays X (N, ...) and y (N,) of integer labels",
+                                     type=["npz"], key="md_data_file")
+    else:
+        st.caption("scikit-learn's 8x8 handwritten digits, 1,797 images, 10 classes: fits the digits models.")
+
+if st.button("Load model and data", type="primary"):
+    try:
+        if source == "Built-in":
+            model_src = ui.ModelSource(builtin=builtin)
+        elif model_file is None:
+            raise ui.ModelLoadError("Choose a model file to upload first.")
+        else:
+            model_src = ui.ModelSource(data=model_file.getvalue(), filename=model_file.name,
+                                       architecture=arch or None, trust_pickle=trust)
+        if data_source == "Bundled digits":
+            data_src = ui.DataSource()
+        elif data_file is None:
+            raise ui.DataError("Choose an .npz file to upload first.")
+        else:
+            data_src = ui.DataSource(data=data_file.getvalue(), filename=data_file.name)
+        with st.spinner("Loading and checking the model on the data…"):
+            ui.open_workbench(model_src, data_src)
+        st.success(f"Loaded {ss['model_info']['name']} on {ss['data_info']['name']}.")
+    except Exception as e:  # every failure keeps the previous model and data
+        ui.show_error(e, "Nothing was changed")
+
+st.divider()
+wb, info, data = ui.workbench(), ss["model_info"], ss["data_info"]
+dense = wb.dense_metrics()
+st.subheader(f"{info['name']} on {data['name']}")
+for note in info["notes"]:
+    st.info(note)
+cols = st.columns(5)
+cols[0].metric("Parameters", ui.fmt_count(wb.dense_params), help=f"{wb.dense_params:,} parameters")
+cols[1].metric("FLOPs per sample", ui.fmt_count(wb.dense_flops[0]),
+               help="Multiply-adds x2 of convolutions and matrix products, batch 1 (torch.utils.flop_counter).")
+cols[2].metric("Dense accuracy", f"{dense.accuracy:.2%}")
+cols[3].metric("Dense loss", f"{dense.loss:.4f}")
+cols[4].metric("Device", str(wb.device))
+st.caption(f"Data: {data['evaluation']:,} evaluation samples (every accuracy shown), {data['calibration']:,} "
+           f"calibration samples (methods that look at activations), {data['train']:,} training samples · "
+           f"sample shape {'x'.join(map(str, data['sample_shape']))} · {data['classes']} classes.")
+
+layers_col, groups_col = st.columns([3, 2])
+with layers_col:
+    st.markdown("**Layers with parameters**")
+    table = wb.layer_table()
+    st.dataframe(table, hide_index=True, width="stretch", height=min(700, 40 + 35 * len(table)),
+                 column_config={c: st.column_config.NumberColumn(format="localized") for c in ("parameters", "FLOPs")})
+with groups_col:
+    st.markdown("**Channel groups** (what structured methods prune together)")
+    try:
+        groups = wb.groups
+        st.dataframe(pd.DataFrame([{"group": g.name, "channels": g.size, "producers": ", ".join(g.producers),
+                                    "consumers": ", ".join(g.consumers)} for g in groups.groups]),
+                     hide_index=True, width="stretch")
+        st.caption(f"Never shrunk (model output): {', '.join(groups.ignored) or 'none'}."
+                   + "".join(f" Skipped {n}: {r}." for n, r in groups.skipped))
+    except GroupError as e:
+        st.warning(f"Structured methods are unavailable for this model: {e} Unstructured methods still work.")

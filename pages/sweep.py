@@ -1,0 +1,93 @@
+"""Sweep: methods x ratios, measured live with a progress bar; then a ratio slider scrubs the stored results
+(no recomputation) and shows the metrics, the per-layer kept fractions and a marker on every chart."""
+
+import streamlit as st
+
+import explorer_ui as ui
+from pruning_core import PlanError, charts, ratio_grid
+
+ui.require_session()
+st.title("Sweep")
+ss = st.session_state
+wb = ui.workbench()
+methods = ui.available_methods(wb)
+if note := ui.structured_note(wb):
+    st.info(note)
+
+left, right = st.columns([3, 2])
+chosen = left.multiselect("Methods", methods, format_func=ui.method_label, **ui.keep(
+    "sweep_methods", [m for m in ("magnitude-global", "group-l1") if m in methods], options=methods))
+structured = right.radio("Structured methods are evaluated on", ["sliced", "masked"], horizontal=True,
+                         format_func={"sliced": "the physically smaller model", "masked": "the masked model"}.get,
+                         **ui.keep("sweep_structured", "sliced"))
+g1, g2, g3, g4 = st.columns([1, 1, 1, 3])
+start = g1.number_input("From ratio", 0.0, 1.0, step=0.05, **ui.keep("sweep_start", 0.0))
+stop = g2.number_input("To ratio", 0.0, 1.0, step=0.05, **ui.keep("sweep_stop", 0.9))
+steps = g3.number_input("Steps", 1, 50, step=1, **ui.keep("sweep_steps", 10))
+listed = g4.text_input("…or a list of ratios (overrides the grid)", placeholder="0, 0.3, 0.5, 0.7, 0.9",
+                       **ui.keep("sweep_list", ""))
+st.caption("Ratio is the fraction of weights (unstructured) or channels (structured) **removed**.")
+
+if st.button("Run sweep", type="primary"):
+    try:
+        ratios = ui.parse_ratios(listed) if listed.strip() else ratio_grid(start, stop, int(steps))
+        if not chosen:
+            raise PlanError("Choose at least one method.")
+        ui.run_sweep_live(chosen, ratios, structured)
+    except PlanError as e:
+        ui.show_error(e, "The sweep did not run")
+
+
+def _select_ratio() -> None:
+    ss["choice_ratio"] = ss["sweep_ratio"]
+
+
+@st.fragment
+def results() -> None:
+    record = ui.current_sweep()
+    if not record or not record["points"]:
+        st.info("No results yet for this model: choose methods and ratios, then run the sweep.")
+        return
+    result = ui.sweep_result(record)
+    points, dense = result.points, result.meta["dense_accuracy"]
+    if not record["finished"]:
+        st.warning(f"This sweep was interrupted: {len(points)} of {record['planned']} points were measured; "
+                   "they are shown below. Run it again to complete it.")
+    ratios = sorted({float(r) for r in points["ratio"]})
+    nearest = min(ratios, key=lambda r: abs(r - ss.get("choice_ratio", ui.DEFAULT_RATIO)))
+    ratio = st.select_slider("Scrub the results: pruning ratio", ratios, format_func=lambda r: f"{r:.2f}",
+                             **ui.keep("sweep_ratio", nearest, options=ratios, on_change=_select_ratio))
+    at = result.at(ratio).set_index("method")
+    best = at["accuracy"].idxmax()
+    cols = st.columns(4)
+    cols[0].metric(f"Best accuracy at ratio {ratio:.2f}", f"{at.loc[best, 'accuracy']:.2%}",
+                   f"{(at.loc[best, 'accuracy'] - dense) * 100:+.1f} pp vs dense", help=at.loc[best, "label"])
+    cols[1].metric("Realised sparsity (best method)", f"{at.loc[best, 'sparsity']:.1%}")
+    cols[2].metric("Parameters kept", f"{at.loc[best, 'params_fraction']:.1%}")
+    cols[3].metric("FLOPs kept", f"{at.loc[best, 'flops_fraction']:.1%}")
+    st.caption(f"Best at this ratio: **{at.loc[best, 'label']}**.")
+    table = at[["label", "accuracy", "loss", "agreement", "sparsity", "params_fraction", "flops_fraction",
+                "evaluation"]].rename(columns={"label": "method", "sparsity": "realised sparsity",
+                                               "params_fraction": "params kept", "flops_fraction": "FLOPs kept"})
+    st.dataframe(table.style.format({c: "{:.2%}" for c in ("accuracy", "agreement", "realised sparsity",
+                                                            "params kept", "FLOPs kept")} | {"loss": "{:.4f}"}),
+                 hide_index=True, width="stretch")
+    swept = list(at.index)
+    st.selectbox("Plan for the Layers and Export pages", swept, format_func=ui.method_label,
+                 **ui.keep("choice_method", best, options=swept))
+
+    top_left, top_right = st.columns(2)
+    top_left.plotly_chart(charts.metric_curves(points, "ratio", "accuracy", ratio, dense), key="acc_ratio")
+    top_right.plotly_chart(charts.metric_curves(points, "flops_fraction", "accuracy", ratio, dense),
+                           key="acc_flops")
+    mid_left, mid_right = st.columns(2)
+    mid_left.plotly_chart(charts.metric_curves(points, "params_fraction", "accuracy", ratio, dense),
+                          key="acc_params")
+    extra = mid_right.radio("Also plot", ["agreement", "loss"], horizontal=True, label_visibility="collapsed",
+                            format_func={"agreement": "agreement with the dense model", "loss": "loss"}.get,
+                            **ui.keep("sweep_extra", "agreement"))
+    mid_right.plotly_chart(charts.metric_curves(points, "ratio", extra, ratio), key="extra_ratio")
+    layers = result.layers[(result.layers["ratio"] - ratio).abs() < 1e-9]
+    st.plotly_chart(charts.kept_fraction_bars(layers, dict(zip(at.index, at["label"]))), key="kept_bars")
+
+results()

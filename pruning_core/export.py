@@ -1,0 +1,378 @@
+"""Export: the pruned model, verified, in formats people deploy, with a report of what it measured.
+
+``export_plan(wb, plan)`` returns an ``ExportBundle``: one zip with
+
+  * ``model_state_dict.safetensors``: every tensor of the exported model (contiguous CPU copies). For a
+    structured plan the tensors are physically smaller; ``loading.build_pruned_architecture`` reloads them.
+  * ``model_sparse.safetensors`` (unstructured plans): every masked tensor stored as a bit-mask (numpy.packbits,
+    1 bit per entry) plus its kept values; the other tensors dense. ``load_sparse_state_dict`` expands it back to
+    exactly the dense-with-zeros state_dict.
+  * ``model.pt2`` (``torch.export.save``, dynamic batch), ``model.torchscript.pt`` (``torch.jit.trace``), and on
+    request ``model.onnx`` (``torch.onnx.export``, dynamo exporter).
+  * ``plan.json`` (the plan: kept and removed channels or kept counts, the architecture, the input shape) and
+    ``report.json`` / ``report.md`` (accuracy, loss, agreement, parameters, FLOPs and measured latency before and
+    after; file sizes; verification).
+
+Nothing is offered unverified: a structured plan's physically smaller model must reproduce the masked working
+copy's outputs on the evaluation split (``atol``, identical top-1 classes) or ``ExportError`` is raised, and
+every written file is loaded back and run; a format that fails to export or to reproduce the outputs is left
+out and its error recorded in the report (the state_dict and plan are always there).
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import json
+import logging
+import struct
+import warnings
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from . import metrics
+from .loading import infer_architecture, load_model_file
+from .plan import Plan, PlanError
+from .workbench import Workbench
+
+FORMATS = ("state_dict", "torch.export", "torchscript", "onnx")
+FILE_NAMES = {"state_dict": "model_state_dict.safetensors", "sparse": "model_sparse.safetensors",
+              "torch.export": "model.pt2", "torchscript": "model.torchscript.pt", "onnx": "model.onnx"}
+SPARSE_FORMAT = "pruning-explorer/sparse-v1"
+_MASK, _VALUES = "::kept_mask", "::kept_values"
+_LATENCY_BATCH = 64
+
+
+class ExportError(ValueError):
+    """The pruned model cannot be exported; the message says why, for the person exporting it."""
+
+
+@dataclass
+class ExportBundle:
+    zip_bytes: bytes
+    report: dict
+    files: dict[str, int]  # file name in the zip -> size in bytes once extracted
+
+
+def export_plan(wb: Workbench, plan: Plan, formats=("state_dict", "torch.export", "torchscript"),
+                atol: float = 1e-4, latency_repeats: int = 20, architecture: str | None = None) -> ExportBundle:
+    """Export ``plan`` applied to ``wb``'s model (see the module docstring).
+
+    ``architecture``: the built-in architecture of ``wb``'s model, recorded in plan.json and used to reload the
+    state_dict; inferred from the model's class and shapes when not given. Latency is measured on ``wb``'s
+    device, batch 1 and a batch of 64 evaluation samples, median of ``latency_repeats`` runs.
+    """
+    unknown = [f for f in formats if f not in FORMATS]
+    if unknown:
+        raise ExportError(f"Unknown export format {unknown[0]!r}; choose from {', '.join(FORMATS)}.")
+    architecture = architecture or infer_architecture(wb.model)
+    example, batch = wb.example_input, wb.eval_x[:_LATENCY_BATCH]
+
+    wb.restore()
+    dense_eval = wb.dense_metrics()
+    before = {**_eval_dict(dense_eval), "params": wb.dense_params, "flops": wb.dense_flops[0],
+              **_latency(wb.model, example, batch, latency_repeats)}
+
+    model, verification = _exported_model(wb, plan, atol)
+    after_eval, _ = metrics.evaluate(model, wb.eval_x, wb.eval_y, wb.dense_predictions, wb.batch_size)
+    kept = wb.kept_fraction_by_tensor(plan)
+    prunable = wb.prunable
+    after = {**_eval_dict(after_eval), "params": metrics.parameter_count(model),
+             "params_nonzero": int(sum(int(torch.count_nonzero(p)) for p in model.parameters())),
+             "flops": _flops(model, example), **_latency(model, example, batch, latency_repeats)}
+    notes = []
+    if not plan.is_structured:
+        after["flops_if_zeros_skipped"] = metrics.flops_with_density(
+            wb.dense_flops[1], {k.rsplit(".", 1)[0]: v for k, v in kept.items() if k.endswith("weight")})
+        notes.append("Unstructured pruning keeps the tensors' shapes: the dense files and latency do not shrink; "
+                     "model_sparse.safetensors stores only the kept weights.")
+
+    # Everything from here on runs on the CPU: files must load on machines without the workbench's GPU.
+    model = model.to("cpu")
+    x_cpu = wb.eval_x.to("cpu")
+    with torch.inference_mode():
+        expected = metrics.predict(model, x_cpu, wb.batch_size)
+    state_dict = {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
+    files: dict[str, bytes] = {}
+    outcome: dict[str, dict] = {}
+
+    writers = {"state_dict": lambda: _save_safetensors(state_dict),
+               "torch.export": lambda: _save_torch_export(model, x_cpu[:2]),
+               "torchscript": lambda: _save_torchscript(model, x_cpu[:2]),
+               "onnx": lambda: _save_onnx(model, x_cpu[:2])}
+    wanted = ["state_dict", *[f for f in formats if f != "state_dict"]]
+    if not plan.is_structured:
+        wanted.insert(1, "sparse")
+        writers["sparse"] = lambda: save_sparse_state_dict(state_dict, {k: m.cpu() for k, m in plan.masks.items()})
+    for fmt in wanted:
+        name = FILE_NAMES[fmt]
+        try:
+            data = writers[fmt]()
+            diff = _round_trip(fmt, data, state_dict, architecture, x_cpu, expected, atol)
+            files[name] = data
+            outcome[fmt] = {"file": name, "status": "ok", "bytes": len(data), "round_trip_max_abs_difference": diff}
+        except Exception as e:  # one format failing must not cost the person the others
+            if fmt == "state_dict":
+                raise ExportError(f"The weights could not be saved: {type(e).__name__}: {e}") from e
+            outcome[fmt] = {"file": name, "status": "failed", "error": f"{type(e).__name__}: {_first_line(e)}"}
+
+    plan_json = {**plan.to_json(wb.groups.sizes if plan.is_structured else None), "architecture": architecture,
+                 "input_shape": list(wb.data.sample_shape), "model": wb.name}
+    files["plan.json"] = json.dumps(plan_json, indent=1).encode()
+    report = {
+        "method": plan.method, "granularity": plan.granularity, "ratio_removed": plan.ratio,
+        "realised_sparsity": _realised_sparsity(kept, prunable),
+        "model": wb.name, "architecture": architecture, "data": wb.data.name, "device": str(wb.device),
+        "evaluation_samples": len(wb.eval_y), "torch": torch.__version__,
+        "verification": verification, "before": before, "after": after, "formats": outcome,
+        "files": {n: len(b) for n, b in files.items()}, "notes": notes,
+    }
+    files["report.json"] = json.dumps(report, indent=1).encode()
+    files["report.md"] = format_report(report).encode()
+    return ExportBundle(_zip(files), report, {n: len(b) for n, b in files.items()})
+
+
+# ----- the model to export and its verification ----------------------------------------------------------------
+def _exported_model(wb: Workbench, plan: Plan, atol: float) -> tuple[nn.Module, dict]:
+    """The model to export (on ``wb``'s device) and how closely it reproduces the masked working copy."""
+    x = wb.eval_x
+    if plan.is_structured:
+        try:
+            model = wb.sliced_model(plan, share_untouched=False)
+        except PlanError as e:
+            raise ExportError(f"This plan cannot be made physically smaller: {e}") from e
+    else:
+        with wb.applied(plan) as masked:
+            model = copy.deepcopy(masked)  # the masked dense model, detached from the workbench's working copy
+    model.eval()
+    with wb.applied(plan) as masked:
+        reference = metrics.predict(masked, x, wb.batch_size)
+    out = metrics.predict(model, x, wb.batch_size)
+    diff = float((out - reference).abs().max()) if len(x) else 0.0
+    same_class = float((out.argmax(1) == reference.argmax(1)).float().mean()) if len(x) else 1.0
+    if not diff <= atol or same_class < 1.0:
+        raise ExportError(f"The exported model does not reproduce the pruned model: outputs differ by up to "
+                          f"{diff:.3g} (tolerance {atol:g}) and {1 - same_class:.2%} of predicted classes change. "
+                          "Nothing was exported; try the masked (unstructured) export or report this model.")
+    return model, {"reference": "masked working copy", "max_abs_difference": diff, "top1_agreement": same_class,
+                   "atol": atol, "samples": len(x)}
+
+
+def _round_trip(fmt: str, data: bytes, state_dict: dict, architecture: str | None, x: torch.Tensor,
+                expected: torch.Tensor, atol: float) -> float | None:
+    """Load a written file back and check it reproduces ``expected`` (or, for weights without a known
+    architecture, the exact tensors). Returns the max abs output difference, or None for the tensor check."""
+    if fmt == "onnx":
+        out = _OnnxReference(data)(x)
+    elif fmt in ("state_dict", "sparse") and architecture is None:
+        from safetensors.torch import load as load_safetensors
+
+        back = load_sparse_state_dict(data) if fmt == "sparse" else load_safetensors(data)
+        if back.keys() != state_dict.keys() or not all(torch.equal(back[k], v) for k, v in state_dict.items()):
+            raise ExportError("the file does not reload to the exported tensors")
+        return None
+    else:
+        out = metrics.predict(load_model_file(data, FILE_NAMES[fmt], architecture).model, x)
+    diff = float((out - expected).abs().max())
+    if not diff <= atol or not torch.equal(out.argmax(1), expected.argmax(1)):
+        raise ExportError(f"the reloaded file's outputs differ from the exported model's by up to {diff:.3g}")
+    return diff
+
+
+# ----- writers ---------------------------------------------------------------------------------------------------
+def _save_safetensors(state_dict: dict[str, torch.Tensor]) -> bytes:
+    from safetensors.torch import save
+
+    return save(state_dict)
+
+
+def _save_torch_export(model: nn.Module, example: torch.Tensor) -> bytes:
+    # batch 2 and Dim.AUTO: a batch-1 example would specialise the program to batch size 1
+    program = torch.export.export(model, (example,), dynamic_shapes=({0: torch.export.Dim.AUTO},))
+    buf = io.BytesIO()
+    torch.export.save(program, buf)
+    return buf.getvalue()
+
+
+def _save_torchscript(model: nn.Module, example: torch.Tensor) -> bytes:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.jit is deprecated, and TorchScript is still what many runtimes load
+        traced = torch.jit.trace(model, example, check_trace=True, check_inputs=[(example[:1],)])
+        buf = io.BytesIO()
+        torch.jit.save(traced, buf)
+    return buf.getvalue()
+
+
+def _save_onnx(model: nn.Module, example: torch.Tensor) -> bytes:
+    onnx_logger = logging.getLogger("torch.onnx")
+    level = onnx_logger.level
+    onnx_logger.setLevel(logging.ERROR)  # it warns about every optional torchvision op it cannot find
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            program = torch.onnx.export(model, (example,), dynamo=True, verbose=False,
+                                        dynamic_shapes=({0: torch.export.Dim.AUTO},))
+    finally:
+        onnx_logger.setLevel(level)
+    return program.model_proto.SerializeToString()
+
+
+class _OnnxReference:
+    """Runs an ONNX model with onnx's reference evaluator (pure numpy; no onnxruntime needed). Slow, for checks."""
+
+    def __init__(self, data: bytes):
+        import onnx
+        from onnx.reference import ReferenceEvaluator
+
+        self.session = ReferenceEvaluator(onnx.load_from_string(data))
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.session.run(None, {self.session.input_names[0]: x.detach().cpu().numpy()})[0]
+        return torch.from_numpy(np.asarray(out))
+
+
+# ----- the compressed sparse format ----------------------------------------------------------------------------
+def save_sparse_state_dict(state_dict: dict[str, torch.Tensor], masks: dict[str, torch.Tensor]) -> bytes:
+    """A safetensors file in which each tensor named in ``masks`` (bool, True = kept, same shape) is stored as
+    ``<name>::kept_mask`` (uint8, numpy.packbits of the flattened mask, ceil(numel / 8) bytes) and
+    ``<name>::kept_values`` (1-D, the kept entries in row-major order); all other tensors unchanged. The
+    original shapes travel in the header metadata."""
+    from safetensors.torch import save
+
+    tensors, shapes = {}, {}
+    for name, t in state_dict.items():
+        t = t.detach().cpu()
+        if name not in masks:
+            tensors[name] = t.contiguous()
+            continue
+        keep = masks[name].to("cpu", torch.bool)
+        if keep.shape != t.shape:
+            raise ExportError(f"the mask of {name!r} has shape {tuple(keep.shape)}, the tensor {tuple(t.shape)}")
+        tensors[name + _MASK] = torch.from_numpy(np.packbits(keep.reshape(-1).numpy()))
+        tensors[name + _VALUES] = t[keep].contiguous()
+        shapes[name] = list(t.shape)
+    return save(tensors, metadata={"format": SPARSE_FORMAT, "shapes": json.dumps(shapes)})
+
+
+def load_sparse_state_dict(path_or_bytes: str | Path | bytes) -> dict[str, torch.Tensor]:
+    """The dense state_dict (zeros where pruned) that ``save_sparse_state_dict`` compressed, exactly."""
+    from safetensors.torch import load
+
+    data = bytes(path_or_bytes) if isinstance(path_or_bytes, (bytes, bytearray)) else Path(path_or_bytes).read_bytes()
+    meta = safetensors_metadata(data)
+    if meta.get("format") != SPARSE_FORMAT:
+        raise ValueError("not a Pruning Explorer sparse file (its safetensors header has no sparse format tag)")
+    shapes = json.loads(meta["shapes"])
+    tensors = load(data)
+    out = {k: v for k, v in tensors.items() if not k.endswith((_MASK, _VALUES))}
+    for name, shape in shapes.items():
+        numel = int(np.prod(shape))
+        keep = torch.from_numpy(np.unpackbits(tensors[name + _MASK].numpy(), count=numel).astype(bool))
+        values = tensors[name + _VALUES]
+        dense = torch.zeros(numel, dtype=values.dtype)
+        dense[keep] = values
+        out[name] = dense.reshape(shape)
+    return out
+
+
+def safetensors_metadata(data: bytes) -> dict[str, str]:
+    """The ``__metadata__`` of a safetensors file's JSON header (empty when it has none)."""
+    (n,) = struct.unpack("<Q", data[:8])
+    return json.loads(data[8:8 + n]).get("__metadata__") or {}
+
+
+# ----- loading a bundle back -----------------------------------------------------------------------------------
+def load_exported(zip_bytes: bytes) -> dict[str, nn.Module]:
+    """Every model file of a bundle, loaded back the way a user would: format -> module taking (N, *input_shape)
+    CPU tensors and returning logits. Keys: "state_dict" and "sparse" (need the plan's architecture),
+    "torch.export", "torchscript", "onnx" (a callable, run by onnx's reference evaluator)."""
+    with zipfile.ZipFile(io.BytesIO(zip_bytes)) as zf:
+        files = {n: zf.read(n) for n in zf.namelist()}
+    architecture = json.loads(files["plan.json"])["architecture"]
+    out = {}
+    for fmt, name in FILE_NAMES.items():
+        if name not in files:
+            continue
+        if fmt == "onnx":
+            out[fmt] = _OnnxReference(files[name])
+        elif fmt in ("torch.export", "torchscript") or architecture is not None:
+            out[fmt] = load_model_file(files[name], name, architecture).model
+    return out
+
+
+# ----- report --------------------------------------------------------------------------------------------------
+def format_report(report: dict) -> str:
+    """The report as Markdown (report.md, and the command line's summary)."""
+    b, a = report["before"], report["after"]
+
+    def row(label: str, key: str, fmt: str) -> str:
+        before, after = b.get(key), a.get(key)
+        cell = lambda v: format(v, fmt) if isinstance(v, (int, float)) else "n/a"  # noqa: E731
+        return f"| {label} | {cell(before)} | {cell(after)} |"
+
+    v = report["verification"]
+    lines = [f"# Pruning export: {report['method']} at ratio {report['ratio_removed']:g} (removed)", "",
+             f"Model {report['model']} ({report['architecture'] or 'architecture unknown'}), data {report['data']} "
+             f"({report['evaluation_samples']} evaluation samples), device {report['device']}, torch "
+             f"{report['torch']}. {report['granularity'].capitalize()} plan; realised sparsity "
+             f"{report['realised_sparsity']:.1%} of prunable weights.", "",
+             "| | before | after |", "|---|---|---|",
+             row("accuracy", "accuracy", ".2%"), row("loss", "loss", ".4f"),
+             row("agreement with dense", "agreement", ".2%"), row("parameters", "params", ",d"),
+             row("FLOPs (batch 1)", "flops", ",d"), row("latency batch 1 (ms)", "latency_ms_batch1", ".3f"),
+             row(f"latency batch {_LATENCY_BATCH} (ms)", f"latency_ms_batch{_LATENCY_BATCH}", ".3f"), "",
+             f"Verified against the {v['reference']} on {v['samples']} samples: max |difference| "
+             f"{v['max_abs_difference']:.3g} (tolerance {v['atol']:g}), top-1 agreement {v['top1_agreement']:.2%}.",
+             "", "| file | size (bytes) | status |", "|---|---|---|"]
+    for fmt, o in report["formats"].items():
+        status = "verified by reloading" if o["status"] == "ok" else f"failed: {o['error']}"
+        lines.append(f"| {o['file']} | {o.get('bytes', 0):,} | {status} |")
+    lines += [f"- {n}" for n in report["notes"]]
+    return "\n".join(lines) + "\n"
+
+
+# ----- small helpers -------------------------------------------------------------------------------------------
+def _eval_dict(ev: metrics.EvalMetrics) -> dict:
+    return {"accuracy": ev.accuracy, "loss": ev.loss, "agreement": ev.agreement}
+
+
+def _latency(model: nn.Module, example: torch.Tensor, batch: torch.Tensor, repeats: int) -> dict:
+    return {"latency_ms_batch1": metrics.measure_latency(model, example, repeats),
+            f"latency_ms_batch{_LATENCY_BATCH}": metrics.measure_latency(model, batch, repeats),
+            "latency_batch": int(batch.shape[0])}
+
+
+def _flops(model: nn.Module, example: torch.Tensor) -> int | None:
+    try:
+        return metrics.count_flops(model, example)[0]
+    except Exception:  # FlopCounterMode cannot see inside TorchScript; the report says "n/a" then
+        return None
+
+
+def _realised_sparsity(kept: dict[str, float], prunable: dict[str, torch.Tensor]) -> float:
+    total = sum(p.numel() for p in prunable.values())
+    return 1.0 - sum(kept[k] * p.numel() for k, p in prunable.items()) / total if total else 0.0
+
+
+def _zip(files: dict[str, bytes]) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for name, data in files.items():
+            # binaries stored as they are, so the download's size is the files' real size; text deflated
+            text = name.endswith((".json", ".md"))
+            zf.writestr(name, data, compress_type=zipfile.ZIP_DEFLATED if text else zipfile.ZIP_STORED)
+    return buf.getvalue()
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return (text[0] if text else type(e).__name__)[:300]
+
+
+__all__ = ["FILE_NAMES", "FORMATS", "SPARSE_FORMAT", "ExportBundle", "ExportError", "export_plan", "format_report",
+           "load_exported", "load_sparse_state_dict", "safetensors_metadata", "save_sparse_state_dict"]

@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Create .venv (Python 3.11) and install the pinned requirements. Safe to run again: it only adds what is missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY="${PYTHON:-}"
+if [ -z "$PY" ]; then
+  for candidate in python3.11 python3; do command -v "$candidate" >/dev/null && { PY=$candidate; break; }; done
+fi
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+.venv/bin/python -m pip install -q --disable-pip-version-check -r requirements.txt "$@"
