@@ -95,7 +95,9 @@ class DataSource:
         return DIGITS_ID if self.data is None else f"npz:{sha1(self.data)}"
 
     def load(self) -> DataSplits:
-        return bundled_digits() if self.data is None else _uploaded_data(sha1(self.data), self.filename, _data=self.data)
+        if self.data is None:
+            return bundled_digits()
+        return _uploaded_data(sha1(self.data), self.filename, _data=self.data)
 
 
 def _shape(shape) -> str:

@@ -11,6 +11,8 @@ st.title("Sweep")
 ss = st.session_state
 wb = ui.workbench()
 methods = ui.available_methods(wb)
+# per-layer FLOPs (what realised FLOPs are computed from) are invisible inside TorchScript / exported programs
+flops_known = bool(wb.dense_flops[1])
 if note := ui.structured_note(wb):
     st.info(note)
 
@@ -64,13 +66,15 @@ def results() -> None:
                    f"{(at.loc[best, 'accuracy'] - dense) * 100:+.1f} pp vs dense", help=at.loc[best, "label"])
     cols[1].metric("Realised sparsity (best method)", f"{at.loc[best, 'sparsity']:.1%}")
     cols[2].metric("Parameters kept", f"{at.loc[best, 'params_fraction']:.1%}")
-    cols[3].metric("FLOPs kept", f"{at.loc[best, 'flops_fraction']:.1%}")
+    cols[3].metric("FLOPs kept", f"{at.loc[best, 'flops_fraction']:.1%}" if flops_known else "n/a")
     st.caption(f"Best at this ratio: **{at.loc[best, 'label']}**.")
-    table = at[["label", "accuracy", "loss", "agreement", "sparsity", "params_fraction", "flops_fraction",
-                "evaluation"]].rename(columns={"label": "method", "sparsity": "realised sparsity",
+    columns = ["label", "accuracy", "loss", "agreement", "sparsity", "params_fraction", "flops_fraction",
+               "evaluation"]
+    table = at[[c for c in columns if flops_known or c != "flops_fraction"]].rename(columns={"label": "method", "sparsity": "realised sparsity",
                                                "params_fraction": "params kept", "flops_fraction": "FLOPs kept"})
     st.dataframe(table.style.format({c: "{:.2%}" for c in ("accuracy", "agreement", "realised sparsity",
-                                                            "params kept", "FLOPs kept")} | {"loss": "{:.4f}"}),
+                                                            "params kept", "FLOPs kept") if c in table}
+                                    | {"loss": "{:.4f}"}),
                  hide_index=True, width="stretch")
     swept = list(at.index)
     st.selectbox("Plan for the Layers and Export pages", swept, format_func=ui.method_label,
@@ -78,8 +82,12 @@ def results() -> None:
 
     top_left, top_right = st.columns(2)
     top_left.plotly_chart(charts.metric_curves(points, "ratio", "accuracy", ratio, dense), key="acc_ratio")
-    top_right.plotly_chart(charts.metric_curves(points, "flops_fraction", "accuracy", ratio, dense),
-                           key="acc_flops")
+    if flops_known:
+        top_right.plotly_chart(charts.metric_curves(points, "flops_fraction", "accuracy", ratio, dense),
+                               key="acc_flops")
+    else:
+        top_right.info("FLOPs per layer cannot be counted inside this model (TorchScript or exported program), "
+                       "so FLOPs kept is not measured; parameters kept is.")
     mid_left, mid_right = st.columns(2)
     mid_left.plotly_chart(charts.metric_curves(points, "params_fraction", "accuracy", ratio, dense),
                           key="acc_params")

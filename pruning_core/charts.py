@@ -73,13 +73,14 @@ def metric_curves(points: pd.DataFrame, x: str = "ratio", y: str = "accuracy",
                            "<extra>%{fullData.name}</extra>"),
         ))
     if dense_value is not None:
-        fig.add_hline(y=dense_value, line=dict(color="#555", dash="dash", width=1),
-                      annotation_text=f"dense {dense_value:.1%}" if y in _PERCENT else f"dense {dense_value:.4g}", annotation_position="bottom right")
+        text = f"dense {dense_value:.1%}" if y in _PERCENT else f"dense {dense_value:.4g}"
+        fig.add_hline(y=dense_value, line=dict(color="#555", dash="dash", width=1), annotation_text=text,
+                      annotation_position="bottom right")
     if selected_ratio is not None and x == "ratio":
         fig.add_vline(x=selected_ratio, line=dict(color="#222", dash="dot", width=1.5),
                       annotation_text=f"r = {selected_ratio:g}", annotation_position="top")
-    fig.update_xaxes(title=AXIS_TITLES.get(x, x), tickformat=".0%" if x in _PERCENT else None)
-    fig.update_yaxes(title=AXIS_TITLES.get(y, y), tickformat=".0%" if y in _PERCENT else None)
+    fig.update_xaxes(title=AXIS_TITLES.get(x, x), tickformat=".2~%" if x in _PERCENT else None)
+    fig.update_yaxes(title=AXIS_TITLES.get(y, y), tickformat=".2~%" if y in _PERCENT else None)
     if x in ("flops_fraction", "params_fraction"):
         fig.update_xaxes(autorange="reversed")  # left to right = more pruning, as on the ratio chart
     return _layout(fig, f"{SHORT_TITLES.get(y, y)} vs {SHORT_TITLES.get(x, x)}", height=400)

@@ -67,3 +67,31 @@ def test_export_at_ratio_zero_says_it_is_the_dense_model(app):
     at = app.switch_page("pages/export.py").run()
     at.slider(key="_choice_ratio").set_value(0.0).run()
     assert at.info and "dense model" in at.info[0].value
+
+
+def test_torchscript_model_falls_back_to_unstructured_views(app, figures):
+    import io
+
+    import torch
+
+    from pruning_core import load_builtin
+
+    buf = io.BytesIO()
+    torch.jit.save(torch.jit.trace(load_builtin("digits-cnn"), torch.zeros(2, 1, 8, 8)), buf)
+    app.radio(key="_md_model_source").set_value("Upload a file").run()
+    app.file_uploader(key="md_model_file").upload("cnn.torchscript.pt", buf.getvalue(), "application/octet-stream")
+    at = app.button[0].click().run()
+    assert not at.exception and at.session_state["model_info"]["kind"] == "torchscript"
+    assert any("Structured methods are unavailable" in w.value for w in at.warning)
+
+    at.switch_page("pages/sweep.py").run()
+    assert at.multiselect(key="_sweep_methods").options == [
+        "Magnitude, global (unstructured)", "Magnitude, per layer (unstructured)", "Random (unstructured)"]
+    at.text_input(key="_sweep_list").set_value("0, 0.5")
+    at = at.button[0].click().run()
+    assert not at.exception and not at.error
+    assert next(m.value for m in at.main.metric if m.label == "FLOPs kept") == "n/a"
+
+    at.switch_page("pages/layers.py").run()
+    assert not at.exception
+    assert figures(at)["importance_map"]["data"][0]["y"] == ["conv1", "conv2", "fc1", "fc2"]

@@ -1,0 +1,88 @@
+"""The app in a real browser: open the demo, run a sweep, scrub the slider, look at the layers, download an
+export. Screenshots land in tests/e2e/artifacts/ (look at them); the slider-to-chart latency is printed."""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+import zipfile
+
+from conftest import ARTIFACTS, wait_for_app_run
+
+
+def _goto(page, title: str) -> None:
+    page.get_by_test_id("stSidebarNav").get_by_text(title, exact=True).click()
+    wait_for_app_run(page)
+
+
+def _best_metric_label(page) -> str:
+    return page.get_by_test_id("stMetricLabel").filter(has_text="Best accuracy at ratio").first.inner_text()
+
+
+def test_demo_opens_with_the_residual_cnn_and_its_accuracy(page):
+    page.get_by_text("99.07%").first.wait_for(timeout=60_000)  # the card's dense test accuracy
+    body = page.locator("body").inner_text()
+    assert "digits-resnet" in body and "accuracy" in body.lower()
+    assert not page.get_by_test_id("stException").count()
+    page.screenshot(path=str(ARTIFACTS / "model_data.png"))
+    assert page.off_host == []
+
+
+def test_sweep_slider_scrubs_results_without_recomputing(page):
+    _goto(page, "Sweep")
+    page.get_by_role("button", name="Run sweep").click()
+    wait_for_app_run(page)
+    charts = page.get_by_test_id("stPlotlyChart")
+    charts.first.wait_for(timeout=60_000)
+    assert charts.count() >= 5
+    # one line per method on the accuracy-vs-ratio chart, ten points each
+    legend = charts.first.locator(".legendtext").all_inner_texts()
+    assert len(legend) >= 2
+    before_label = _best_metric_label(page)
+    before_chart = charts.first.inner_html()
+    slider = page.get_by_role("slider").first
+    slider.focus()
+    latencies = []
+    for key in ("ArrowLeft", "ArrowLeft", "ArrowRight"):
+        label = _best_metric_label(page)
+        start = time.perf_counter()
+        page.keyboard.press(key)
+        page.wait_for_function(
+            """(old) => [...document.querySelectorAll("[data-testid='stMetricLabel']")]
+                 .some(e => e.innerText.includes('Best accuracy at ratio') && !e.innerText.includes(old))""",
+            arg=label.split("ratio")[-1].strip(), timeout=30_000)
+        latencies.append(time.perf_counter() - start)
+        wait_for_app_run(page)
+    assert _best_metric_label(page) != before_label
+    assert charts.first.inner_html() != before_chart  # the ratio marker moved
+    assert not page.get_by_test_id("stException").count()
+    page.screenshot(path=str(ARTIFACTS / "sweep.png"))
+    (ARTIFACTS / "slider_latency.json").write_text(json.dumps({"seconds": latencies}))
+    print(f"\nslider -> updated metrics latency (s): {[round(s, 3) for s in latencies]}")
+    assert max(latencies) < 10
+
+
+def test_layers_page_shows_the_importance_heatmap(page):
+    _goto(page, "Layers")
+    chart = page.get_by_test_id("stPlotlyChart").first
+    chart.wait_for(timeout=60_000)
+    assert chart.locator(".heatmaplayer, .hm, image").count() >= 1
+    assert not page.get_by_test_id("stException").count()
+    page.screenshot(path=str(ARTIFACTS / "layers.png"))
+
+
+def test_export_downloads_a_verified_bundle(page):
+    _goto(page, "Export")
+    page.get_by_role("button", name="Build export").click()
+    wait_for_app_run(page)
+    page.get_by_text("Verified").first.wait_for(timeout=120_000)
+    with page.expect_download(timeout=60_000) as info:
+        page.get_by_test_id("stDownloadButton").locator("button").click()
+    data = open(info.value.path(), "rb").read()
+    names = zipfile.ZipFile(io.BytesIO(data)).namelist()
+    assert {"model_state_dict.safetensors", "plan.json", "report.json"} <= set(names)
+    assert any(n.endswith(".pt2") for n in names)
+    assert not page.get_by_test_id("stException").count()
+    page.screenshot(path=str(ARTIFACTS / "export.png"))
+    assert page.off_host == []
