@@ -16,6 +16,7 @@ State model (what a reader needs to know):
 from __future__ import annotations
 
 import hashlib
+import logging
 import time
 from dataclasses import dataclass, field
 
@@ -31,6 +32,7 @@ from pruning_core.models import ARCHITECTURES
 DEMO_MODEL = "digits-resnet"
 DIGITS_ID = "bundled:digits"
 DEFAULT_RATIO = 0.5
+_log = logging.getLogger(__name__)
 
 # ----- caches: one dense object per identity, shared read-only by every session ------------------------------
 
@@ -61,6 +63,14 @@ def sha1(data: bytes) -> str:
 
 
 # ----- what the person picked, before it is loaded ---------------------------------------------------------
+
+ARCHITECTURE_CHOICES = list(ARCHITECTURES)
+
+
+def architecture_title(name: str) -> str:
+    arch = ARCHITECTURES[name]
+    return arch.title if arch.weights else f"{arch.title} · random init, no trained weights"
+
 
 
 @dataclass(frozen=True)
@@ -152,7 +162,8 @@ def show_error(error: Exception, what: str = "") -> None:
     prefix = f"{what}: " if what else ""
     if isinstance(error, (ModelLoadError, DataError, GroupError, PlanError, ExportError)):
         st.error(f"{prefix}{error}", icon="⚠️")
-    else:
+    else:  # a defect, or a library failing on an unusual model: say so, and keep the traceback in the log
+        _log.error("unexpected error shown to the user", exc_info=error)
         st.error(f"{prefix}unexpected {type(error).__name__}: {error}", icon="⚠️")
 
 
@@ -223,6 +234,19 @@ def keep(key: str, default, options=None, on_change=None) -> dict:
     return {"key": "_" + key, "on_change": store}
 
 
+def plan_picker() -> tuple[str, float]:
+    """Method and ratio pickers shared by Layers and Export; they start from the Sweep page's choice and
+    changing them changes it for the other pages too."""
+    methods = available_methods(workbench())
+    method, ratio = choice()
+    st.session_state["choice_ratio"] = ratio = min(max(ratio, 0.0), 0.99)  # within the slider's range
+    left, right = st.columns(2)
+    method = left.selectbox("Method", methods, format_func=method_label,
+                            **keep("choice_method", method, options=methods))
+    ratio = right.slider("Ratio (fraction removed)", 0.0, 0.99, step=0.01, **keep("choice_ratio", ratio))
+    return method, float(ratio)
+
+
 def parse_ratios(text: str) -> list[float]:
     """A comma (or space) separated list of ratios, each validated; raises PlanError with the reason."""
     parts = [p for p in text.replace(";", ",").replace(" ", ",").split(",") if p.strip()]
@@ -291,24 +315,3 @@ def render_sidebar() -> None:
                     f"**Device** · `{wb.device}`")
         st.metric("Dense accuracy", f"{dense.accuracy:.2%}",
                   help=f"On the {data['evaluation']} evaluation samples; loss {dense.loss:.4f}.")
-
-
-ARCHITECTURE_CHOICES = list(ARCHITECTURES)
-
-
-def architecture_title(name: str) -> str:
-    arch = ARCHITECTURES[name]
-    return arch.title if arch.weights else f"{arch.title} · random init, no trained weights"
-
-
-def plan_picker() -> tuple[str, float]:
-    """Method and ratio pickers shared by Layers and Export; they start from the Sweep page's choice and
-    changing them changes it for the other pages too."""
-    methods = available_methods(workbench())
-    method, ratio = choice()
-    left, right = st.columns(2)
-    method = left.selectbox("Method", methods, format_func=method_label,
-                            **keep("choice_method", method, options=methods))
-    st.session_state["choice_ratio"] = min(max(ratio, 0.0), 0.99)
-    ratio = right.slider("Ratio (fraction removed)", 0.0, 0.99, step=0.01, **keep("choice_ratio", ratio))
-    return method, float(ratio)

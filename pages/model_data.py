@@ -74,15 +74,16 @@ cols[2].metric("Dense accuracy", f"{dense.accuracy:.2%}")
 cols[3].metric("Dense loss", f"{dense.loss:.4f}")
 cols[4].metric("Device", str(wb.device))
 st.caption(f"Data: {data['evaluation']:,} evaluation samples (every accuracy shown), {data['calibration']:,} "
-           f"calibration samples (methods that look at activations), {data['train']:,} training samples · "
-           f"sample shape {'x'.join(map(str, data['sample_shape']))} · {data['classes']} classes.")
+           f"calibration samples (for methods that look at activations or gradients) · sample shape "
+           f"{'x'.join(map(str, data['sample_shape']))} · {data['classes']} classes.")
 
 layers_col, groups_col = st.columns([3, 2])
 with layers_col:
     st.markdown("**Layers with parameters**")
     table = wb.layer_table()
+    counts = {c: st.column_config.NumberColumn(format="localized") for c in ("parameters", "FLOPs")}
     st.dataframe(table, hide_index=True, width="stretch", height=min(700, 40 + 35 * len(table)),
-                 column_config={c: st.column_config.NumberColumn(format="localized") for c in ("parameters", "FLOPs")})
+                 column_config=counts)
 with groups_col:
     st.markdown("**Channel groups** (what structured methods prune together)")
     try:

@@ -70,11 +70,11 @@ def results() -> None:
     st.caption(f"Best at this ratio: **{at.loc[best, 'label']}**.")
     columns = ["label", "accuracy", "loss", "agreement", "sparsity", "params_fraction", "flops_fraction",
                "evaluation"]
-    table = at[[c for c in columns if flops_known or c != "flops_fraction"]].rename(columns={"label": "method", "sparsity": "realised sparsity",
-                                               "params_fraction": "params kept", "flops_fraction": "FLOPs kept"})
-    st.dataframe(table.style.format({c: "{:.2%}" for c in ("accuracy", "agreement", "realised sparsity",
-                                                            "params kept", "FLOPs kept") if c in table}
-                                    | {"loss": "{:.4f}"}),
+    table = at[[c for c in columns if flops_known or c != "flops_fraction"]].rename(columns={
+        "label": "method", "sparsity": "realised sparsity", "params_fraction": "params kept",
+        "flops_fraction": "FLOPs kept"})
+    percent = ("accuracy", "agreement", "realised sparsity", "params kept", "FLOPs kept")
+    st.dataframe(table.style.format({c: "{:.2%}" for c in percent if c in table} | {"loss": "{:.4f}"}),
                  hide_index=True, width="stretch")
     swept = list(at.index)
     st.selectbox("Plan for the Layers and Export pages", swept, format_func=ui.method_label,

@@ -131,18 +131,19 @@ def weight_mask_heatmap(magnitude: np.ndarray, kept: np.ndarray, title: str,
     """A weight matrix (out, in) of magnitudes with a plan's mask laid over it: entries the plan removes
     entirely are grey, kept entries keep their colour. ``kept``: fraction of each entry's weights kept
     (1 for a linear weight that stays, between 0 and 1 for a conv kernel that is partly pruned)."""
-    magnitude = np.asarray(magnitude, dtype=float)
-    kept = np.asarray(kept, dtype=float)
+    # float32 halves what travels to the browser; a drawn matrix needs no more precision
+    magnitude = np.asarray(magnitude, dtype=np.float32)
+    kept = np.asarray(kept, dtype=np.float32)
     removed = kept <= 0
-    shown = np.where(removed, np.nan, magnitude)
     fig = go.Figure()
     fig.add_trace(go.Heatmap(
-        z=np.where(removed, 1.0, np.nan), colorscale=[[0, PRUNED_GREY], [1, PRUNED_GREY]], showscale=False,
-        hoverongaps=False, name="pruned", hovertemplate="row %{y}, col %{x}: pruned<extra></extra>",
+        z=np.where(removed, 1.0, np.nan).astype(np.float32), colorscale=[[0, PRUNED_GREY], [1, PRUNED_GREY]],
+        showscale=False, hoverongaps=False, name="pruned",
+        hovertemplate="row %{y}, col %{x}: pruned<extra></extra>",
     ))
     fig.add_trace(go.Heatmap(
-        z=shown, customdata=kept, colorscale="Viridis", zmin=0, zmax=float(np.nanmax(magnitude)) or 1.0,
-        colorbar=dict(title="|w|"), hoverongaps=False, name="kept",
+        z=np.where(removed, np.nan, magnitude), customdata=kept, colorscale="Viridis", zmin=0,
+        zmax=float(np.nanmax(magnitude)) or 1.0, colorbar=dict(title="|w|"), hoverongaps=False, name="kept",
         hovertemplate="row %{y}, col %{x}: |w| %{z:.4f}, kept %{customdata:.0%}<extra></extra>",
     ))
     fig.update_yaxes(autorange="reversed", title=row_title, dtick=1 if magnitude.shape[0] <= 16 else None)
@@ -151,18 +152,22 @@ def weight_mask_heatmap(magnitude: np.ndarray, kept: np.ndarray, title: str,
     return _layout(fig, title, height=min(720, max(320, 120 + 9 * magnitude.shape[0])))
 
 
-def importance_histogram(values: pd.DataFrame, title: str, unit: str) -> go.Figure:
-    """Histogram of importance scores (column ``importance``) split by the plan (bool column ``kept``)."""
+def importance_histogram(values: pd.DataFrame, title: str, unit: str, bins: int = 40) -> go.Figure:
+    """Histogram of importance scores (column ``importance``) split by the plan (bool column ``kept``),
+    stacked. Binned here rather than in the browser: a large layer has millions of weights."""
+    v = values["importance"].to_numpy(dtype=float)
+    kept = values["kept"].to_numpy(dtype=bool)
+    edges = np.histogram_bin_edges(v, bins=min(bins, max(5, len(v) // 2)))
+    centers, widths = (edges[:-1] + edges[1:]) / 2, np.diff(edges)
     fig = go.Figure()
-    edges = np.histogram_bin_edges(values["importance"].to_numpy(dtype=float), bins=min(40, max(5, len(values) // 2)))
-    for kept, name, color in ((True, f"kept {unit}s", "#2a9d8f"), (False, f"pruned {unit}s", PRUNED_GREY)):
-        v = values.loc[values["kept"] == kept, "importance"].to_numpy(dtype=float)
-        fig.add_trace(go.Histogram(x=v, name=f"{name} ({len(v)})", marker_color=color,
-                                   xbins=dict(start=edges[0], end=edges[-1], size=edges[1] - edges[0]
-                                              if len(edges) > 1 else None)))
+    for mask, name, color in ((kept, f"kept {unit}s", "#2a9d8f"), (~kept, f"pruned {unit}s", PRUNED_GREY)):
+        counts, _ = np.histogram(v[mask], bins=edges)
+        fig.add_trace(go.Bar(x=centers, y=counts, width=widths, name=f"{name} ({int(mask.sum()):,})",
+                             marker_color=color, marker_line_width=0,
+                             hovertemplate="%{x:.4g}: %{y} " + unit + "s<extra>%{fullData.name}</extra>"))
     fig.update_xaxes(title=f"{unit} importance")
     fig.update_yaxes(title="count")
     _layout(fig, title, height=360)
-    fig.update_layout(barmode="stack", legend=dict(orientation="v", x=1, xanchor="right", y=1, yanchor="top",
-                                                   bgcolor="rgba(255,255,255,0.8)"))
+    fig.update_layout(barmode="stack", bargap=0, legend=dict(orientation="v", x=1, xanchor="right", y=1,
+                                                             yanchor="top", bgcolor="rgba(255,255,255,0.8)"))
     return fig

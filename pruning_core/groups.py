@@ -19,6 +19,7 @@ recorded in ``ModelGroups.skipped``.
 from __future__ import annotations
 
 import copy
+import math
 import warnings
 from dataclasses import dataclass, field
 
@@ -136,6 +137,23 @@ class ModelGroups:
                 keep.index_fill_(dim, idx, False)
             masks[name] = keep
         return masks
+
+    def kept_count_by_tensor(self, pruned: dict[str, torch.Tensor], shapes: dict[str, torch.Size]
+                             ) -> dict[str, tuple[int, int]]:
+        """(kept entries, entries) of the tensors named in ``shapes`` that a structured plan touches, as masking
+        would leave them: the counts of ``kept_mask_by_tensor`` without building the masks."""
+        counts = {}
+        for (module, param), dims in self.removed_indices(pruned, masked_only=True).items():
+            name = f"{module}.{param}"
+            if name not in shapes:
+                continue
+            shape = shapes[name]
+            total = math.prod(shape)
+            kept = total
+            for dim, idx in dims.items():  # removing slices along several dims keeps their product
+                kept = kept // shape[dim] * (shape[dim] - len(idx))
+            counts[name] = (kept, total)
+        return counts
 
     def kept_channels(self, pruned: dict[str, torch.Tensor]) -> dict[str, int]:
         return {g.name: g.size - len(torch.unique(pruned[g.name])) if g.name in pruned else g.size

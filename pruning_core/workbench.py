@@ -13,6 +13,7 @@ import copy
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 import torch
 from torch import nn
@@ -210,11 +211,15 @@ class Workbench:
     def kept_fraction_by_tensor(self, plan: Plan) -> dict[str, float]:
         """Kept fraction of every prunable weight under ``plan`` (1.0 for untouched ones)."""
         prunable = self.prunable
+        counts = self._kept_counts(plan, {k: p.shape for k, p in prunable.items()})
+        return {k: (_mask_mean(*counts[k]) if k in counts else 1.0) for k in prunable}
+
+    def _kept_counts(self, plan: Plan, shapes: dict[str, torch.Size]) -> dict[str, tuple[int, int]]:
+        """(kept entries, entries) of each tensor named in ``shapes`` that ``plan`` touches, counted without
+        building a mask (structured plans: from the removed indices per dimension)."""
         if plan.is_structured:
-            masks = self.groups.kept_mask_by_tensor(plan.pruned_channels, {k: p.shape for k, p in prunable.items()})
-        else:
-            masks = plan.masks
-        return {k: (float(masks[k].float().mean()) if k in masks else 1.0) for k in prunable}
+            return self.groups.kept_count_by_tensor(plan.pruned_channels, shapes)
+        return {k: (int(torch.count_nonzero(m)), m.numel()) for k, m in plan.masks.items() if k in shapes}
 
     def evaluate_plan(self, plan: Plan, structured: str = "sliced", kept: dict[str, float] | None = None
                       ) -> PlanMetrics:
@@ -240,14 +245,24 @@ class Workbench:
             params = self.dense_params - zeroed
             mode = "masked"
         self.eval_passes += 1
-        flops = metrics.flops_with_density(per_module, density)
+        if per_module:
+            flops = metrics.flops_with_density(per_module, density)
+        else:  # TorchScript / exported programs: no per-layer breakdown, scale the total by the kept weights
+            flops = round(total_flops * (prunable_kept / prunable_total if prunable_total else 1.0))
         return PlanMetrics(ev.accuracy, ev.loss, ev.agreement, params, params / self.dense_params, flops,
                            flops / total_flops if total_flops else 1.0,
                            1.0 - prunable_kept / prunable_total if prunable_total else 0.0, ev.seconds, mode)
 
     def _zeroed_parameter_entries(self, plan: Plan) -> int:
         if plan.is_structured:
-            params = dict(self.model.named_parameters())
-            masks = self.groups.kept_mask_by_tensor(plan.pruned_channels, {k: p.shape for k, p in params.items()})
-            return int(sum((~m).sum() for m in masks.values()))
-        return int(sum((~m).sum() for m in plan.masks.values()))
+            shapes = {k: p.shape for k, p in self.model.named_parameters()}
+            counts = self._kept_counts(plan, shapes).values()
+        else:
+            counts = [(int(torch.count_nonzero(m)), m.numel()) for m in plan.masks.values()]
+        return sum(total - kept for kept, total in counts)
+
+
+def _mask_mean(kept: int, total: int) -> float:
+    """``float(mask.float().mean())`` of a bool mask with ``kept`` of ``total`` entries True, bit for bit (a float32
+    sum divided in float32), so counting instead of masking changes no reported number."""
+    return float(np.float32(kept) / np.float32(total))

@@ -10,6 +10,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from typing import ClassVar
 
+import numpy as np
 import torch
 
 from ..plan import Plan, PlanError, check_ratio
@@ -56,12 +57,13 @@ class Method(ABC):
 
 
 class RankedUnstructured(Method):
-    """Unstructured pruning from a fixed score per weight: the ranking is computed once (one sort), and each
-    ratio is answered by comparing precomputed ranks with a threshold (no sort per ratio).
+    """Unstructured pruning from a fixed score per weight: the scores are sorted once, and each ratio is
+    answered by comparing every score with the k-th smallest (no sort and no rank table per ratio).
 
-    ``scope="global"`` ranks all prunable weights together and removes ``round(ratio * total)`` of them (the
-    count ``torch.nn.utils.prune.global_unstructured`` uses); ``scope="layer"`` removes
-    ``round(ratio * numel)`` from every tensor.
+    ``scope="global"`` ranks all prunable weights together and removes the ``round(ratio * total)`` lowest (the
+    count ``torch.nn.utils.prune.global_unstructured`` uses); ``scope="layer"`` removes ``round(ratio * numel)``
+    from every tensor. Ties at the threshold are removed in flat order (tensors in ``scores`` order, then
+    row-major), so the removed weights are exactly the first k of a stable ascending sort.
     """
 
     granularity = "unstructured"
@@ -81,31 +83,66 @@ class RankedUnstructured(Method):
         """Importance of every prunable weight (same shapes); low scores are removed first."""
 
     def _prepare(self, wb: Workbench) -> None:
-        scores = self.scores(wb)
-        self._shapes = {k: s.shape for k, s in scores.items()}
-        self._ranks: dict[str, torch.Tensor] = {}
+        scores = {k: _nan_last(s.detach()) for k, s in self.scores(wb).items()}
         if self.scope == "global":
             flat = torch.cat([s.reshape(-1) for s in scores.values()])
-            order = torch.sort(flat, stable=True).indices
-            ranks = torch.empty_like(order, dtype=torch.int64)
-            ranks[order] = torch.arange(len(order), device=order.device)
-            self._total = len(order)
-            for (k, s), r in zip(scores.items(), ranks.split([s.numel() for s in scores.values()])):
-                self._ranks[k] = r.view(s.shape)
+            self._scores = {k: s.to(flat.dtype) for k, s in scores.items()}
+            self._ascending = _ascending(flat)
         else:
-            for k, s in scores.items():
-                order = torch.sort(s.reshape(-1), stable=True).indices
-                r = torch.empty_like(order)
-                r[order] = torch.arange(len(order), device=order.device)
-                self._ranks[k] = r.view(s.shape)
+            self._scores = scores
+            self._ascending_by_tensor = {k: _ascending(s.reshape(-1)) for k, s in scores.items()}
 
     def _plan(self, ratio: float) -> Plan:
         if self.scope == "global":
-            k = round(ratio * self._total)
-            masks = {name: r >= k for name, r in self._ranks.items()}
+            masks = _remove_lowest(self._scores, self._ascending, round(ratio * len(self._ascending)))
         else:
-            masks = {name: r >= round(ratio * r.numel()) for name, r in self._ranks.items()}
+            masks = {}
+            for name, s in self._scores.items():
+                masks.update(_remove_lowest({name: s}, self._ascending_by_tensor[name], round(ratio * s.numel())))
         return Plan(self.name, ratio, "unstructured", masks=masks)
+
+
+def _nan_last(s: torch.Tensor) -> torch.Tensor:
+    """NaN never compares equal or less, so a NaN score is ranked as +inf: removed last, where a sort puts it."""
+    if s.is_floating_point() and bool(torch.isnan(s).any()):
+        return torch.nan_to_num(s, nan=float("inf"), posinf=float("inf"), neginf=float("-inf"))
+    return s
+
+
+def _ascending(flat: torch.Tensor) -> torch.Tensor:
+    """``flat`` (1-D) sorted ascending. numpy's SIMD sort is many times faster than ``torch.sort`` on CPU."""
+    if flat.device.type == "cpu" and flat.dtype in (torch.float32, torch.float64):
+        return torch.from_numpy(np.sort(flat.numpy()))
+    return torch.sort(flat).values
+
+
+def _remove_lowest(scores: dict[str, torch.Tensor], ascending: torch.Tensor, k: int) -> dict[str, torch.Tensor]:
+    """Keep-masks (True = kept) that remove the ``k`` lowest of ``scores`` read as one flat sequence, ties in
+    sequence order: the first ``k`` of a stable ascending sort. ``ascending``: all those scores, sorted."""
+    if k <= 0:
+        return {name: torch.ones_like(s, dtype=torch.bool) for name, s in scores.items()}
+    threshold = ascending[k - 1]
+    below = int(torch.searchsorted(ascending, threshold))
+    ties_left = int(torch.searchsorted(ascending, threshold, right=True)) - below
+    ties_to_remove = k - below  # of the scores equal to the threshold, the first this many go
+    masks = {}
+    for name, s in scores.items():
+        if ties_to_remove == 0:
+            masks[name] = s >= threshold
+        elif ties_to_remove == ties_left:
+            masks[name] = s > threshold
+        else:  # the cut falls among the ties: only here do we need to find them
+            tie = (s == threshold).reshape(-1)
+            n_ties = int(tie.count_nonzero())
+            keep = s > threshold
+            if n_ties > ties_to_remove:
+                first_kept = int(tie.nonzero()[ties_to_remove])
+                keep.view(-1)[first_kept:] |= tie[first_kept:]
+                n_ties = ties_to_remove
+            masks[name] = keep
+            ties_to_remove -= n_ties
+            ties_left -= n_ties
+    return masks
 
 
 class RankedChannels(Method):

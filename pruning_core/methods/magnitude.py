@@ -52,9 +52,14 @@ def group_channel_norms(wb: Workbench, p: int) -> dict[str, torch.Tensor]:
     for g in wb.groups.groups:
         score = torch.zeros(g.size, dtype=torch.float64)
         for w, m in g.importance_tensors(params):
-            w = w.detach().to("cpu", torch.float64)
-            moved = w.movedim(m.dim, 0)[m.target_idx]  # (targets, rest...)
-            per_target = moved.abs().pow(p).reshape(len(m.target_idx), -1).sum(1)
+            moved = w.detach().movedim(m.dim, 0)
+            if not torch.equal(m.target_idx, torch.arange(len(moved), device=m.target_idx.device)):
+                moved = moved[m.target_idx.to(moved.device)]
+            # one float64 copy, laid out (targets, rest...) as the sum reads it; then in place
+            per_target = torch.empty(moved.shape, dtype=torch.float64).copy_(moved).abs_()
+            if p != 1:
+                per_target.pow_(p)
+            per_target = per_target.reshape(len(m.target_idx), -1).sum(1)
             # several targets can belong to one channel (flatten: one channel -> h*w linear inputs)
             per_channel = torch.zeros(g.size, dtype=torch.float64).index_add_(0, m.root_idx, per_target)
             score += per_channel.pow(1.0 / p)

@@ -98,3 +98,10 @@ def test_layer_table_counts_every_parameter(demo_workbenches):
     table = wb.layer_table()
     assert table["parameters"].sum() == wb.dense_params
     assert table["FLOPs"].sum() == wb.dense_flops[0]
+
+
+def test_torchscript_models_get_unstructured_metrics_with_flops(digits):
+    wb = Workbench(torch.jit.script(load_builtin("digits-cnn")), digits, device="cpu")
+    assert not wb.supports_structured
+    pm = wb.evaluate_plan(make_method("magnitude-global").prepare(wb).plan(0.5))
+    assert pm.flops_fraction == pytest.approx(0.5, abs=1e-3) and pm.accuracy > 0.9

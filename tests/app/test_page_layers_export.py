@@ -35,6 +35,7 @@ def test_weight_map_greys_out_what_the_plan_removes(app, figures):
     assert removed_rows.sum() == 16  # half of layer2.conv1's 32 output channels, whole rows
     hist = figures(at)["importance_hist"]["data"]
     assert [t["name"] for t in hist] == ["kept channels (16)", "pruned channels (16)"]
+    assert sum(hist[1]["y"]) == 16
     at.slider(key="_choice_ratio").set_value(0.0).run()
     assert not np.isfinite(np.array(figures(at)["weight_map"]["data"][0]["z"], dtype=float)).any()
 
