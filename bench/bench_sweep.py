@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import ctypes
 import json
 import platform
 import statistics
@@ -44,6 +45,19 @@ MODELS = ("digits-resnet", "resnet18-cifar")
 # `--model all` within about 5 minutes there.
 DEFAULT_EVAL_SAMPLES = {"digits-resnet": 539 * 16, "resnet18-cifar": 128}
 UNSTRUCTURED_METHOD, STRUCTURED_METHOD = "magnitude-global", "group-l1"
+
+
+def pin_malloc() -> bool:
+    """Keep glibc's malloc from handing memory back to the OS between allocations (no mmap per large tensor, no
+    heap trimming). Otherwise whether an activation page-faults depends on the allocator's history, which made
+    identical evaluation passes differ by up to 3x on a small VM; pinned, every variant pays the same.
+    Returns False where there is no glibc (then nothing changes)."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return False
+    M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4
+    return bool(libc.mallopt(M_MMAP_MAX, 0)) and bool(libc.mallopt(M_TRIM_THRESHOLD, 2**31 - 1))
 
 
 def plain_evaluation(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int) -> float:
@@ -247,13 +261,17 @@ def main(argv: list[str] | None = None) -> int:
                     help="evaluation samples (default: digits-resnet 8624 = eval split tiled 16x; "
                          "resnet18-cifar 128 synthetic images)")
     ap.add_argument("--repeats", type=int, default=3, help="rounds per measurement; the median is reported")
-    ap.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (fixed for the whole run)")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch.set_num_threads, fixed for the whole run (default 1: on a shared 2-core machine a "
+                         "second thread waiting for a busy core turned 50 ms passes into seconds)")
+    ap.add_argument("--system-malloc", action="store_true", help="leave glibc's malloc settings alone")
     ap.add_argument("--json", type=Path, default=None, metavar="OUT", help="also write the results as JSON")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
+    pinned = False if args.system_malloc else pin_malloc()
     models = MODELS if args.model == "all" else (args.model,)
-    print(f"torch {torch.__version__}, {args.threads} threads, {platform.processor() or platform.machine()}, "
-          f"median of {args.repeats} interleaved rounds")
+    print(f"torch {torch.__version__}, {args.threads} thread(s), {platform.machine()}, "
+          f"malloc {'pinned' if pinned else 'default'}, median of {args.repeats} interleaved rounds")
     results = []
     for name in models:
         print(f"{name}:", flush=True)

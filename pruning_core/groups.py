@@ -18,7 +18,6 @@ recorded in ``ModelGroups.skipped``.
 
 from __future__ import annotations
 
-import copy
 import math
 import warnings
 from dataclasses import dataclass, field
@@ -83,6 +82,11 @@ class ModelGroups:
         for g in self.groups:
             for m in g.members:
                 self._by_tensor.setdefault((m.module, m.param), []).append((m, g))
+        # members whose k-th target is channel k (convs, norms, most consumers): their removed targets are the
+        # removed channels themselves, so removed_indices skips the gather for them
+        arange = {g.name: torch.arange(g.size) for g in self.groups}
+        self._identity = {id(m) for g in self.groups for m in g.members
+                          if torch.equal(m.target_idx, arange[g.name]) and torch.equal(m.root_idx, arange[g.name])}
 
     @property
     def sizes(self) -> dict[str, int]:
@@ -91,25 +95,32 @@ class ModelGroups:
     def removed_indices(self, pruned: dict[str, torch.Tensor], masked_only: bool = False
                         ) -> dict[tuple[str, str], dict[int, torch.Tensor]]:
         """For a structured plan's ``pruned`` channels: (module, param) -> {dim: removed indices along dim}."""
-        out: dict[tuple[str, str], dict[int, list[torch.Tensor]]] = {}
+        out: dict[tuple[str, str], dict[int, list[tuple[torch.Tensor, bool]]]] = {}
         for name, idx in pruned.items():
             if name not in self.by_name:
                 raise GroupError(f"the plan names channel group {name!r}, which this model does not have")
             if len(idx) == 0:
                 continue
             g = self.by_name[name]
-            if int(idx.max()) >= g.size or int(idx.min()) < 0:
+            channels = torch.unique(idx).long()  # sorted
+            if int(channels[-1]) >= g.size or int(channels[0]) < 0:
                 raise GroupError(f"channel index out of range for group {name!r} of {g.size} channels")
-            if len(torch.unique(idx)) >= g.size:
+            if len(channels) >= g.size:
                 raise GroupError(f"the plan removes every channel of group {name!r}; at least one must stay")
-            hit = torch.zeros(g.size, dtype=torch.bool)
-            hit[idx] = True
+            hit = None
             for m in g.members:
                 if masked_only and not m.masked:
                     continue
-                sel = m.target_idx[hit[m.root_idx]]
-                out.setdefault((m.module, m.param), {}).setdefault(m.dim, []).append(sel)
-        return {k: {d: torch.unique(torch.cat(v)) for d, v in dims.items()} for k, dims in out.items()}
+                if id(m) in self._identity:
+                    sel, sorted_unique = channels, True
+                else:
+                    if hit is None:
+                        hit = torch.zeros(g.size, dtype=torch.bool)
+                        hit[channels] = True
+                    sel, sorted_unique = m.target_idx[hit[m.root_idx]], False
+                out.setdefault((m.module, m.param), {}).setdefault(m.dim, []).append((sel, sorted_unique))
+        return {k: {d: (v[0][0] if len(v) == 1 and v[0][1] else torch.unique(torch.cat([t for t, _ in v])))
+                    for d, v in dims.items()} for k, dims in out.items()}
 
     def zero_channels_(self, model: nn.Module, pruned: dict[str, torch.Tensor]) -> list[str]:
         """Zero every masked slice of the removed channels in place. Returns the tensor names touched."""
@@ -171,14 +182,18 @@ class ModelGroups:
         removed = self.removed_indices(pruned)
         small = _structure_copy(model)
         modules = dict(small.named_modules())
+        kept: dict[tuple[int, int], torch.Tensor] = {}  # one group's removed indices slice many of its tensors
         for (module, param), dims in removed.items():
             mod = modules[module]
             t = getattr(mod, param)
             new = t.detach()
-            for dim, idx in dims.items():
-                keep = torch.ones(new.shape[dim], dtype=torch.bool)
-                keep[idx] = False
-                new = new.index_select(dim, keep.nonzero().squeeze(1).to(new.device))
+            for dim, idx in sorted(dims.items()):  # rows first: whole-row copies that shrink what dim 1 gathers
+                key = (id(idx), new.shape[dim])
+                if key not in kept:
+                    keep = torch.ones(new.shape[dim], dtype=torch.bool)
+                    keep[idx] = False
+                    kept[key] = keep.nonzero().squeeze(1)
+                new = new.index_select(dim, kept[key].to(new.device))
             if param in mod._parameters:
                 mod._parameters[param] = nn.Parameter(new, requires_grad=t.requires_grad)
             else:
@@ -198,15 +213,16 @@ class ModelGroups:
 
 def _structure_copy(module: nn.Module) -> nn.Module:
     """A copy of the module tree whose parameter and buffer dicts are new but hold the same tensors."""
-    new = copy.copy(module)
-    new.__dict__ = dict(module.__dict__)
-    new._parameters = dict(module._parameters)
-    new._buffers = dict(module._buffers)
-    new._modules = {k: (_structure_copy(m) if m is not None else None) for k, m in module._modules.items()}
+    state = dict(module.__dict__)
+    state["_parameters"] = dict(module._parameters)
+    state["_buffers"] = dict(module._buffers)
+    state["_modules"] = {k: (_structure_copy(m) if m is not None else None) for k, m in module._modules.items()}
     for hooks in ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_state_dict_hooks",
                   "_load_state_dict_pre_hooks"):
-        if hooks in new.__dict__:
-            new.__dict__[hooks] = copy.copy(module.__dict__[hooks])
+        if hooks in state:
+            state[hooks] = state[hooks].copy()
+    new = type(module).__new__(type(module))  # as copy.copy would, minus its reduce protocol
+    new.__dict__ = state
     return new
 
 
