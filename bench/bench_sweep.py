@@ -1,19 +1,20 @@
 """Sweep benchmarks: what the engine adds to a sweep, measured side by side with its floor in one run.
 
 Evaluation dominates a sweep, so the engine should add almost nothing to it and evaluate no more than it must.
-For each model this script times, interleaved and repeated (median of ``--repeats``):
+For each model, every comparison below is timed in interleaved rounds (the order alternates each round so
+machine noise falls on all variants alike) and the median round is reported:
 
-  * unstructured sweep (magnitude-global, 10 ratios 0..0.9) against the floor: the same number of plain dense
-    evaluation passes (forward + argmax over the evaluation split, nothing else) on a copy of the model;
-    the sweep's pass count (``Workbench.eval_passes``); the naive way for comparison (deepcopy +
-    ``torch.nn.utils.prune.global_unstructured`` per ratio, then the same plain evaluation);
-  * structured sweep (group-l1, same ratios, sliced) against the floor: plain evaluation of the same physically
-    smaller models, built before the clock starts; against the masked (dense-cost) structured sweep; the
-    accuracies of the two structured sweeps compared point by point;
-  * per-ratio slicing (``method.plan(r)`` + ``Workbench.sliced_model``) against Torch-Pruning's per-ratio
-    deepcopy + ``MagnitudePruner`` + ``step()``.
+  * unstructured sweep (magnitude-global, ratios 0..0.9, method preparation included) against its floor: as
+    many plain dense evaluation passes as the sweep made (forward + argmax over the evaluation split, on a copy
+    of the model, nothing else); the sweep's pass count (``Workbench.eval_passes``); and the naive way: per
+    ratio a deepcopy + ``torch.nn.utils.prune.global_unstructured``, then the same plain evaluation;
+  * structured sweep (group-l1, same ratios, ``structured="sliced"``) against its floor: plain evaluation of the
+    same physically smaller models, built before the clock starts; against the masked (dense-cost) structured
+    sweep; the accuracies of the two structured sweeps compared point by point;
+  * per-ratio slicing (``method.plan(r)`` + ``Workbench.sliced_model``; the dependency trace and the channel
+    scores are one-time work) against Torch-Pruning's per-ratio deepcopy + ``MagnitudePruner`` + ``step()``.
 
-Run from the repository root:  python bench/bench_sweep.py --model all   (see bench/README.md)
+Run from the repository root:  python bench/bench_sweep.py --model all      (see bench/README.md)
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import sys
 import time
 import warnings
 from pathlib import Path
+from typing import Callable
 
 import torch
 from torch import nn
@@ -40,11 +42,12 @@ from pruning_core.data import DataSplits, Split, synthetic_images  # noqa: E402
 from pruning_core.models import ARCHITECTURES  # noqa: E402
 
 MODELS = ("digits-resnet", "resnet18-cifar")
-# digits: the 539-image evaluation split tiled 16x, so one dense pass takes ~50 ms on 2 cores and timer noise
-# stays small; ResNet-18: one dense pass over 128 synthetic 32x32 images takes ~1 s on 2 cores, which keeps
-# `--model all` within about 5 minutes there.
-DEFAULT_EVAL_SAMPLES = {"digits-resnet": 539 * 16, "resnet18-cifar": 128}
+# digits: the 539-image evaluation split tiled 16x, so a dense pass takes ~0.1 s on one thread and timer noise
+# is small; ResNet-18: 256 synthetic 32x32 images, ~1.5 s per dense pass on one thread, which keeps
+# `--model all` near 5 minutes on 2 cores.
+DEFAULT_EVAL_SAMPLES = {"digits-resnet": 539 * 16, "resnet18-cifar": 256}
 UNSTRUCTURED_METHOD, STRUCTURED_METHOD = "magnitude-global", "group-l1"
+RATIOS = ratio_grid(0.0, 0.9, 10)
 
 
 def pin_malloc() -> bool:
@@ -56,12 +59,12 @@ def pin_malloc() -> bool:
         libc = ctypes.CDLL("libc.so.6")
     except OSError:
         return False
-    M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4
-    return bool(libc.mallopt(M_MMAP_MAX, 0)) and bool(libc.mallopt(M_TRIM_THRESHOLD, 2**31 - 1))
+    m_trim_threshold, m_mmap_max = -1, -4
+    return bool(libc.mallopt(m_mmap_max, 0)) and bool(libc.mallopt(m_trim_threshold, 2**31 - 1))
 
 
 def plain_evaluation(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int) -> float:
-    """The floor's evaluation pass: forward in batches and top-1 accuracy, nothing more."""
+    """The floor's evaluation pass: forward in the workbench's batches and top-1 accuracy, nothing more."""
     with torch.inference_mode():
         pred = torch.cat([model(chunk).argmax(1) for chunk in x.split(batch_size)])
         return float((pred == y).float().mean())
@@ -76,37 +79,34 @@ def prunable_modules(model: nn.Module) -> list[tuple[nn.Module, str]]:
 def load(name: str, eval_samples: int) -> tuple[nn.Module, DataSplits, str]:
     if name == "digits-resnet":
         model, data = load_builtin(name), load_digits()
-        reps = -(-eval_samples // len(data.eval))
+        n = len(data.eval)
+        reps = -(-eval_samples // n)
         x, y = data.eval.x.repeat(reps, 1, 1, 1)[:eval_samples], data.eval.y.repeat(reps)[:eval_samples]
-        data = DataSplits(data.name, data.train, data.calib, Split(x, y), data.num_classes)
-        return model, data, f"committed weights; digits eval split ({len(load_digits().eval)}) tiled to {eval_samples}"
+        tiled = DataSplits(data.name, data.train, data.calib, Split(x, y), data.num_classes)
+        return model, tiled, f"committed weights; the {n}-image digits evaluation split tiled to {eval_samples}"
     torch.manual_seed(0)
-    model = ARCHITECTURES[name].build().eval()
-    return model, synthetic_images(eval_samples, ARCHITECTURES[name].input_shape, 10), \
-        f"random weights (seed 0); {eval_samples} synthetic {ARCHITECTURES[name].input_shape} images"
+    shape = ARCHITECTURES[name].input_shape
+    return (ARCHITECTURES[name].build().eval(), synthetic_images(eval_samples, shape, 10),
+            f"random weights (seed 0); {eval_samples} synthetic {shape} images")
 
 
-def timed(fn) -> tuple[float, object]:
-    start = time.perf_counter()
-    out = fn()
-    return time.perf_counter() - start, out
-
-
-def interleaved(variants: dict, repeats: int) -> tuple[dict[str, float], dict[str, object]]:
-    """Median seconds of each variant over ``repeats`` rounds; the order alternates each round so drift and
-    machine noise fall on every variant alike. Also returns each variant's last result."""
+def interleaved(variants: dict[str, Callable[[], object]], repeats: int
+                ) -> tuple[dict[str, list[float]], dict[str, object]]:
+    """Seconds of each variant in each of ``repeats`` rounds, the order alternating between rounds, and each
+    variant's last result."""
     times: dict[str, list[float]] = {k: [] for k in variants}
     results: dict[str, object] = {}
     names = list(variants)
     for i in range(repeats):
         for k in (names if i % 2 == 0 else names[::-1]):
-            t, results[k] = timed(variants[k])
-            times[k].append(t)
-    return {k: statistics.median(v) for k, v in times.items()}, results
+            start = time.perf_counter()
+            results[k] = variants[k]()
+            times[k].append(time.perf_counter() - start)
+    return times, results
 
 
 def torch_pruning_per_ratio(model: nn.Module, example: torch.Tensor, ratios: list[float]) -> list[int]:
-    """Torch-Pruning's way, once per ratio: deepcopy, build the pruner (re-traces the graph), step.
+    """Torch-Pruning's way, once per ratio: deepcopy, build the pruner (which traces the graph), step.
     Returns the pruned models' parameter counts."""
     import torch_pruning as tp
 
@@ -123,67 +123,65 @@ def torch_pruning_per_ratio(model: nn.Module, example: torch.Tensor, ratios: lis
 def bench_model(name: str, eval_samples: int, repeats: int) -> dict:
     model, data, data_note = load(name, eval_samples)
     wb = Workbench(model, data, device="cpu", name=name)
-    ratios = ratio_grid(0.0, 0.9, 10)
-    dense = copy.deepcopy(wb.model)  # the floor's model: same weights, outside the workbench
+    dense = copy.deepcopy(wb.model)  # the floor's model: the same weights, outside the workbench
     x, y, bs = wb.eval_x, wb.eval_y, wb.batch_size
-    # one-time work per workbench, kept off every clock below: dependency trace, dense reference predictions
-    trace_seconds, _ = timed(lambda: wb.groups)
+    n = len(RATIOS)
+    # once per workbench, off every clock: the dependency trace, the dense reference predictions and FLOPs
+    start = time.perf_counter()
+    wb.groups
+    trace_seconds = time.perf_counter() - start
     wb.dense_metrics()
-    for _ in range(2):  # warm-up (allocator, oneDNN primitives)
-        plain_evaluation(dense, x, y, bs)
+    wb.dense_flops
+    plain_evaluation(dense, x, y, bs)  # warm-up
 
-    # ---- unstructured ---------------------------------------------------------------------------------------
-    counted: list[int] = []
+    # ---- unstructured: sweep vs floor vs naive ------------------------------------------------------------
+    passes: dict[str, list[int]] = {"unstructured": [], "sliced": []}
+
+    def counted(kind: str, run: Callable[[], list]) -> list:
+        before = wb.eval_passes
+        points = run()
+        passes[kind].append(wb.eval_passes - before)
+        return points
 
     def ours_unstructured():
-        before = wb.eval_passes
-        points = list(sweep(wb, [make_method(UNSTRUCTURED_METHOD)], ratios))  # prepare (one sort) included
-        counted.append(wb.eval_passes - before)
-        return [p.row["accuracy"] for p in points]
+        return counted("unstructured", lambda: list(sweep(wb, [make_method(UNSTRUCTURED_METHOD)], RATIOS)))
 
     def floor_unstructured():
-        return [plain_evaluation(dense, x, y, bs) for _ in ratios]
+        return [plain_evaluation(dense, x, y, bs) for _ in RATIOS]
 
     def naive_unstructured():
-        accs = []
-        for r in ratios:
+        accuracies = []
+        for r in RATIOS:
             m = copy.deepcopy(dense)
             prune.global_unstructured(prunable_modules(m), prune.L1Unstructured, amount=r)
-            accs.append(plain_evaluation(m, x, y, bs))
-        return accs
+            accuracies.append(plain_evaluation(m, x, y, bs))
+        return accuracies
 
-    print(f"  unstructured: {repeats} rounds of ours / floor / naive ...", flush=True)
-    u_t, u_res = interleaved({"ours": ours_unstructured, "floor": floor_unstructured,
-                              "naive": naive_unstructured}, repeats)
+    print(f"  unstructured: {repeats} rounds of sweep / floor / naive", flush=True)
+    u_times, u_res = interleaved({"sweep": ours_unstructured, "floor": floor_unstructured,
+                                  "naive": naive_unstructured}, repeats)
 
-    # ---- structured -----------------------------------------------------------------------------------------
+    # ---- structured: sliced sweep vs floor vs masked sweep -------------------------------------------------
     method = make_method(STRUCTURED_METHOD).prepare(wb)
-    small_models = [wb.sliced_model(method.plan(r), share_untouched=False) for r in ratios]
-    for m in small_models:  # warm-up: the first pass at a new shape pays for oneDNN primitive creation
+    small_models = [wb.sliced_model(method.plan(r), share_untouched=False) for r in RATIOS]
+    for m in small_models:  # warm-up: the first pass at new shapes creates oneDNN primitives
         plain_evaluation(m, x, y, bs)
-    s_counted: list[int] = []
 
-    def structured(mode: str):
-        def run():
-            before = wb.eval_passes
-            points = list(sweep(wb, [make_method(STRUCTURED_METHOD)], ratios, structured=mode))
-            if mode == "sliced":
-                s_counted.append(wb.eval_passes - before)
-            return points
-        return run
+    def sliced():
+        return counted("sliced", lambda: list(sweep(wb, [make_method(STRUCTURED_METHOD)], RATIOS)))
+
+    def masked():
+        return list(sweep(wb, [make_method(STRUCTURED_METHOD)], RATIOS, structured="masked"))
 
     def floor_structured():
         return [plain_evaluation(m, x, y, bs) for m in small_models]
 
-    print(f"  structured: {repeats} rounds of sliced / floor / masked ...", flush=True)
-    s_t, s_res = interleaved({"sliced": structured("sliced"), "floor": floor_structured,
-                              "masked": structured("masked")}, repeats)
-    sliced_acc = [p.row["accuracy"] for p in s_res["sliced"]]
-    masked_acc = [p.row["accuracy"] for p in s_res["masked"]]
+    print(f"  structured: {repeats} rounds of sliced sweep / floor / masked sweep", flush=True)
+    s_times, s_res = interleaved({"sliced": sliced, "floor": floor_structured, "masked": masked}, repeats)
 
-    # ---- per-ratio slicing against Torch-Pruning ------------------------------------------------------------
+    # ---- per-ratio slicing vs Torch-Pruning --------------------------------------------------------------
     def ours_slicing():
-        return [sum(p.numel() for p in wb.sliced_model(method.plan(r)).parameters()) for r in ratios]
+        return [sum(p.numel() for p in wb.sliced_model(method.plan(r)).parameters()) for r in RATIOS]
 
     example = x[:1].clone()
     tp_model = copy.deepcopy(dense)
@@ -193,95 +191,108 @@ def bench_model(name: str, eval_samples: int, repeats: int) -> dict:
     def tp_slicing():
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            return torch_pruning_per_ratio(tp_model, example, ratios)
+            return torch_pruning_per_ratio(tp_model, example, RATIOS)
 
-    print(f"  slicing: {repeats} rounds of ours / Torch-Pruning ...", flush=True)
-    c_t, c_res = interleaved({"ours": ours_slicing, "tp": tp_slicing}, repeats)
+    print(f"  slicing: {repeats} rounds of plan + slice / Torch-Pruning", flush=True)
+    c_times, c_res = interleaved({"ours": ours_slicing, "torch-pruning": tp_slicing}, repeats)
 
-    n = len(ratios)
+    u = {k: statistics.median(v) for k, v in u_times.items()}
+    s = {k: statistics.median(v) for k, v in s_times.items()}
+    c = {k: statistics.median(v) for k, v in c_times.items()}
+    sliced_acc = [p.row["accuracy"] for p in s_res["sliced"]]
+    masked_acc = [p.row["accuracy"] for p in s_res["masked"]]
+    ours_acc = [p.row["accuracy"] for p in u_res["sweep"]]
+    is_resnet18 = name == "resnet18-cifar"
     rows = [
-        _row("unstructured sweep, s (floor: same no. of dense passes)", u_t["ours"], u_t["floor"], "<= 1.10",
-             u_t["ours"] <= 1.10 * u_t["floor"]),
-        _row("unstructured sweep: evaluation passes (eval_passes)", max(counted), n, "== n ratios",
-             all(c == n for c in counted), fmt="d"),
-        _row("unstructured sweep, s (naive: deepcopy + global_unstructured)", u_t["ours"], u_t["naive"],
+        _row("unstructured sweep s  vs floor: as many plain dense passes", u["sweep"], u["floor"],
+             "<= 1.10", u["sweep"] <= 1.10 * u["floor"]),
+        _row("unstructured sweep: evaluation passes  vs ratios", max(passes["unstructured"]), n,
+             "== ratios", set(passes["unstructured"]) == {n}, fmt="d"),
+        _row("unstructured sweep s  vs naive: deepcopy+global_unstructured", u["sweep"], u["naive"],
              "(shown)", None),
-        _row("structured sliced sweep, s (floor: eval pre-built small models)", s_t["sliced"], s_t["floor"],
-             "<= 1.20", s_t["sliced"] <= 1.20 * s_t["floor"]),
-        _row("structured sliced sweep: evaluation passes (eval_passes)", max(s_counted), n, "== n ratios",
-             all(c == n for c in s_counted), fmt="d"),
-        _row("structured sweep, s: sliced vs masked (dense cost)", s_t["sliced"], s_t["masked"],
-             "<= 0.50 (2x)", s_t["sliced"] <= 0.5 * s_t["masked"]),
-        _row("per-ratio slicing x10, s (Torch-Pruning deepcopy+pruner+step)", c_t["ours"], c_t["tp"],
-             "<= 0.10 (10x)", c_t["ours"] <= 0.1 * c_t["tp"]),
-        _row("sliced vs masked accuracies: max |difference|", max(abs(a - b) for a, b in zip(sliced_acc, masked_acc)),
-             0.0, "== 0", sliced_acc == masked_acc, fmt="g"),
-        _row("naive vs ours unstructured accuracies: max |difference|",
-             max(abs(a - b) for a, b in zip(u_res["ours"], u_res["naive"])), 0.0, "(shown)", None, fmt="g"),
+        _row("structured sliced sweep s  vs floor: pre-built small models", s["sliced"], s["floor"],
+             "<= 1.20", s["sliced"] <= 1.20 * s["floor"]),
+        _row("structured sliced sweep: evaluation passes  vs ratios", max(passes["sliced"]), n,
+             "== ratios", set(passes["sliced"]) == {n}, fmt="d"),
+        _row("structured sliced sweep s  vs masked sweep (dense cost)", s["sliced"], s["masked"],
+             "<= 0.50", s["sliced"] <= 0.50 * s["masked"]),
+        _row("  its floor alone s  vs masked sweep (best any slicer can do)", s["floor"], s["masked"],
+             "(shown)", None),
+        _row("plan + slice, 10 ratios s  vs Torch-Pruning deepcopy+pruner+step", c["ours"], c["torch-pruning"],
+             "<= 0.10" if is_resnet18 else "(shown)", c["ours"] <= 0.10 * c["torch-pruning"] if is_resnet18 else None),
+        _row("sliced vs masked sweep accuracies: max |difference|",
+             max(abs(a - b) for a, b in zip(sliced_acc, masked_acc)), 0.0, "== 0", sliced_acc == masked_acc,
+             fmt="g"),
+        _row("unstructured sweep vs naive accuracies: max |difference|",
+             max(abs(a - b) for a, b in zip(ours_acc, u_res["naive"])), 0.0, "(shown)", None, fmt="g"),
     ]
     notes = {
         "data": data_note,
-        "ratios": ratios,
+        "dense pass, s": round(u["floor"] / n, 4),
         "one-time dependency trace, s": round(trace_seconds, 3),
-        "dense pass, s": round(u_t["floor"] / n, 4),
-        "unstructured engine overhead per ratio, ms": round(1e3 * (u_t["ours"] - u_t["floor"]) / n, 2),
-        "structured engine overhead per ratio, ms": round(1e3 * (s_t["sliced"] - s_t["floor"]) / n, 2),
-        "per-ratio slicing, ms (ours / Torch-Pruning)": (round(1e3 * c_t["ours"] / n, 2),
-                                                         round(1e3 * c_t["tp"] / n, 1)),
-        "sliced params at each ratio, ours / Torch-Pruning": list(zip(c_res["ours"], c_res["tp"])),
-        "structured accuracies (sliced)": sliced_acc,
+        "engine time per ratio, ms (unstructured, structured sliced)": (
+            round(1e3 * (u["sweep"] - u["floor"]) / n, 2), round(1e3 * (s["sliced"] - s["floor"]) / n, 2)),
+        "plan + slice per ratio, ms (ours, Torch-Pruning)": (round(1e3 * c["ours"] / n, 2),
+                                                             round(1e3 * c["torch-pruning"] / n, 1)),
+        "small-model parameters per ratio (ours, Torch-Pruning)": list(zip(c_res["ours"], c_res["torch-pruning"])),
+        "structured accuracies per ratio (sliced = masked)": [round(a, 4) for a in sliced_acc],
     }
-    return {"model": name, "rows": rows, "notes": notes}
+    times = {"unstructured": u_times, "structured": s_times, "slicing": c_times}
+    return {"model": name, "eval_samples": eval_samples, "ratios": RATIOS, "rows": rows, "notes": notes,
+            "seconds_per_round": times}
 
 
 def _row(what: str, ours: float, ref: float, target: str, ok: bool | None, fmt: str = ".3f") -> dict:
-    ratio = ours / ref if ref else (0.0 if ours == 0 else float("inf"))
+    ratio = ours / ref if ref else None
     return {"measurement": what, "ours": ours, "reference": ref, "ratio": ratio, "target": target,
             "result": "-" if ok is None else ("PASS" if ok else "FAIL"), "fmt": fmt}
 
 
 def print_table(result: dict) -> None:
     print(f"\n== {result['model']} ==")
-    head = f"{'measurement':<66} {'ours':>9} {'reference':>10} {'ratio':>6}  {'target':<14} result"
+    head = f"{'measurement':<66} {'ours':>8} {'reference':>9} {'ratio':>6}  {'target':<9} result"
     print(head)
     print("-" * len(head))
     for r in result["rows"]:
-        f = r["fmt"]
-        ratio = f"{r['ratio']:.2f}" if r["fmt"] != "g" else "-"
-        print(f"{r['measurement']:<66} {format(r['ours'], f):>9} {format(r['reference'], f):>10} {ratio:>6}  "
-              f"{r['target']:<14} {r['result']}")
+        ratio = "-" if r["ratio"] is None or r["fmt"] == "g" else f"{r['ratio']:.2f}"
+        print(f"{r['measurement']:<66} {format(r['ours'], r['fmt']):>8} {format(r['reference'], r['fmt']):>9} "
+              f"{ratio:>6}  {r['target']:<9} {r['result']}")
     for k, v in result["notes"].items():
         print(f"  {k}: {v}")
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(description="Sweep benchmarks: engine time against its evaluation floor.")
     ap.add_argument("--model", choices=[*MODELS, "all"], default="all")
     ap.add_argument("--eval-samples", type=int, default=None,
-                    help="evaluation samples (default: digits-resnet 8624 = eval split tiled 16x; "
-                         "resnet18-cifar 128 synthetic images)")
-    ap.add_argument("--repeats", type=int, default=3, help="rounds per measurement; the median is reported")
+                    help="evaluation samples, for every model run (default: digits-resnet 8624 = the digits "
+                         "evaluation split tiled 16x; resnet18-cifar 256 synthetic images)")
+    ap.add_argument("--repeats", type=int, default=3, help="interleaved rounds per comparison; the median is shown")
     ap.add_argument("--threads", type=int, default=1,
-                    help="torch.set_num_threads, fixed for the whole run (default 1: on a shared 2-core machine a "
-                         "second thread waiting for a busy core turned 50 ms passes into seconds)")
+                    help="torch.set_num_threads, fixed for the run (default 1: on a shared 2-core machine a second "
+                         "thread waiting for a busy core turned 0.05 s passes into seconds)")
     ap.add_argument("--system-malloc", action="store_true", help="leave glibc's malloc settings alone")
     ap.add_argument("--json", type=Path, default=None, metavar="OUT", help="also write the results as JSON")
     args = ap.parse_args(argv)
+
     torch.set_num_threads(args.threads)
     pinned = False if args.system_malloc else pin_malloc()
-    models = MODELS if args.model == "all" else (args.model,)
     print(f"torch {torch.__version__}, {args.threads} thread(s), {platform.machine()}, "
-          f"malloc {'pinned' if pinned else 'default'}, median of {args.repeats} interleaved rounds")
+          f"malloc {'pinned' if pinned else 'default'}, median of {args.repeats} interleaved rounds, "
+          f"ratios {RATIOS[0]}..{RATIOS[-1]} ({len(RATIOS)})")
+    start = time.perf_counter()
     results = []
-    for name in models:
+    for name in (MODELS if args.model == "all" else (args.model,)):
         print(f"{name}:", flush=True)
         results.append(bench_model(name, args.eval_samples or DEFAULT_EVAL_SAMPLES[name], args.repeats))
     for r in results:
         print_table(r)
+    print(f"\ntotal {time.perf_counter() - start:.0f} s")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({"torch": torch.__version__, "threads": args.threads,
-                                         "repeats": args.repeats, "results": results}, indent=1, default=str))
+                                         "malloc_pinned": pinned, "repeats": args.repeats, "results": results},
+                                        indent=1))
     return 0 if all(r["result"] != "FAIL" for res in results for r in res["rows"]) else 1
 
 
