@@ -263,6 +263,7 @@ class Workbench:
 
 
 def _mask_mean(kept: int, total: int) -> float:
-    """``float(mask.float().mean())`` of a bool mask with ``kept`` of ``total`` entries True, bit for bit (a float32
-    sum divided in float32), so counting instead of masking changes no reported number."""
+    """``float(mask.float().mean())`` of a bool mask with ``kept`` of ``total`` entries True: the float32 division
+    torch does after its float32 sum, so counting instead of masking changes no reported number (bit for bit below
+    2**24 entries, where that sum is exact; above, this is the exact count's quotient)."""
     return float(np.float32(kept) / np.float32(total))
