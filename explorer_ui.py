@@ -264,7 +264,11 @@ def current_sweep() -> dict | None:
 
 
 def sweep_result(record: dict) -> SweepResult:
-    return SweepResult.from_points(record["points"], record.get("meta"))
+    """The record's points as frames, built once per new point rather than on every slider move."""
+    cached = record.get("result")
+    if cached is None or cached[0] != len(record["points"]):
+        record["result"] = (len(record["points"]), SweepResult.from_points(record["points"], record.get("meta")))
+    return record["result"][1]
 
 
 def run_sweep_live(methods: list[str], ratios: list[float], structured: str) -> dict:
