@@ -22,6 +22,7 @@ from . import metrics
 from .data import DataError, DataSplits
 from .groups import GroupError, ModelGroups, build_groups
 from .plan import Plan, PlanError
+from .units import Unit, find_units
 
 
 def default_device() -> torch.device:
@@ -67,6 +68,7 @@ class Workbench:
         self._dense = {k: v.detach().clone() for k, v in self._tensors().items()}
         self._touched: set[str] = set()
         self._groups: ModelGroups | GroupError | None = None
+        self._units: list[Unit] | None = None
         self._dense_eval: metrics.EvalMetrics | None = None
         self._dense_pred: torch.Tensor | None = None
         self._flops: tuple[int, dict[str, int]] | None = None
@@ -111,6 +113,14 @@ class Workbench:
         if isinstance(self._groups, GroupError):
             raise self._groups
         return self._groups
+
+    @property
+    def units(self) -> list[Unit]:
+        """Two-layer units (one producer, one consumer: hidden neurons, inner block channels) in forward order,
+        for methods that prune a unit's hidden width from its activations (raises GroupError like ``groups``)."""
+        if self._units is None:
+            self._units = find_units(self.model, self.groups, self.example_input)
+        return self._units
 
     @property
     def supports_structured(self) -> bool:
@@ -199,13 +209,30 @@ class Workbench:
             self.restore()
 
     def sliced_model(self, plan: Plan, share_untouched: bool = True) -> nn.Module:
-        """The physically smaller model of a structured plan, built from the dense weights."""
+        """The physically smaller model of a structured plan.
+
+        Plans without masks or corrections are sliced straight from the dense weights. A plan that also
+        corrects tensors (interpolative decompositions fold a correction into the next layer) or masks them is
+        applied to the working copy first and sliced from there, so the small model equals the masked-plus-
+        corrected one; every tensor the plan changed is then copied, never shared with the working copy."""
         if not plan.is_structured:
             raise PlanError("only structured plans make a physically smaller model")
-        self.restore()
-        small = self.groups.slice_model(self.model, plan.pruned_channels, share_untouched)
-        if plan.masks or plan.corrections:
-            raise PlanError("structured plans with extra masks or corrections are sliced by their method")
+        changed = set(plan.masks) | set(plan.corrections)
+        if not changed:
+            self.restore()
+            return self.groups.slice_model(self.model, plan.pruned_channels, share_untouched)
+        with self.applied(plan):
+            small = self.groups.slice_model(self.model, plan.pruned_channels, share_untouched)
+            if share_untouched:
+                working = self._tensors()
+                for name, t in list(small.named_parameters()) + list(small.named_buffers()):
+                    if name in changed and t.data_ptr() == working[name].data_ptr():
+                        module, _, attr = name.rpartition(".")
+                        mod = small.get_submodule(module)
+                        if attr in mod._parameters:
+                            mod._parameters[attr] = nn.Parameter(t.detach().clone(), requires_grad=t.requires_grad)
+                        else:
+                            mod._buffers[attr] = t.clone()
         return small
 
     def kept_fraction_by_tensor(self, plan: Plan) -> dict[str, float]:
