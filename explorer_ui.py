@@ -171,8 +171,16 @@ def show_error(error: Exception, what: str = "") -> None:
 
 
 def available_methods(wb: Workbench) -> list[str]:
-    """Registry keys usable on this model: structured ones only when it has channel groups."""
-    return [k for k, s in REGISTRY.items() if s.granularity != "structured" or wb.supports_structured]
+    """Registry keys usable on this model: structured ones only when it has channel groups, unit methods
+    (ID, i-SpaSP) only when it has two-layer units."""
+    out = []
+    for k, s in REGISTRY.items():
+        if s.granularity == "structured" and not wb.supports_structured:
+            continue
+        if s.requires == "units" and not wb.units:
+            continue
+        out.append(k)
+    return out
 
 
 def method_label(key: str) -> str:

@@ -7,26 +7,32 @@ r"""The command line: the app's sweeps and exports as batch jobs, over the same 
     python -m pruning_core sweep --weights my.safetensors --architecture digits-cnn --data my.npz \
         --methods group-l1 --grid 0 0.9 10 --out DIR
     python -m pruning_core export --model digits-resnet --method group-l1 --ratio 0.5 --out bundle.zip
+    python -m pruning_core check                      # every paper check on every demo model
+    python -m pruning_core check --checks id,ispasp --models digits-cnn --quick --json checks.json
 
 ``sweep`` writes DIR/sweep.json (``SweepResult.to_json``), DIR/points.csv and DIR/layers.csv and prints a table;
-``export`` writes the bundle zip and prints its report. Progress goes to stderr. A bad argument or input prints
+``export`` writes the bundle zip and prints its report; ``check`` prints the paper-check table (claim, our
+figure, agrees) and exits 0 whatever the verdicts (a disagreement is a finding, not an error). Progress goes to stderr. A bad argument or input prints
 one line to stderr and exits with status 2.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import sys
 from pathlib import Path
 
 import torch
 
+from .checks import CHECKS, format_table, run_check
 from .data import DataError, load_digits, load_npz
 from .export import FORMATS, ExportError, export_plan, format_report
 from .groups import GroupError
 from .loading import LoadedModel, ModelLoadError, load_builtin_model, load_model_file
 from .methods import REGISTRY, make_method
-from .models import ARCHITECTURES
+from .models import ARCHITECTURES, DEMO_MODELS
 from .plan import PlanError, check_ratio
 from .sweep import ratio_grid, run_sweep
 from .workbench import Workbench
@@ -78,13 +84,25 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--atol", type=float, default=1e-4, help="verification tolerance on the outputs")
     export.add_argument("--latency-repeats", type=int, default=20, help="timed runs per latency measurement")
     export.add_argument("--out", type=Path, required=True, help="the zip file to write")
+    check = sub.add_parser("check", help="reproduce the seed methods' paper claims; print claim, figure, verdict")
+    check.add_argument("--checks", default=",".join(CHECKS), help=f"comma-separated, from {', '.join(CHECKS)}")
+    check.add_argument("--models", default=",".join(DEMO_MODELS),
+                       help="comma-separated built-in models (default: the demo models)")
+    check.add_argument("--weights", type=Path, help="check a model file instead of built-in models")
+    check.add_argument("--architecture", help="the built-in architecture a state_dict/safetensors file belongs to")
+    check.add_argument("--trust-pickle", action="store_true", help="allow unpickling a whole pickled model")
+    check.add_argument("--data", type=Path, help=".npz with X and y (default: the bundled 8x8 digits)")
+    check.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda when available")
+    check.add_argument("--quick", action="store_true", help="the smaller versions the tests run")
+    check.add_argument("--json", type=Path, help="also write the results (and timings) to this JSON file")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
-        return {"models": _models, "methods": _methods, "sweep": _sweep, "export": _export}[args.command](args)
+        return {"models": _models, "methods": _methods, "sweep": _sweep, "export": _export,
+                "check": _check}[args.command](args)
     except (UsageError, ModelLoadError, DataError, PlanError, GroupError, ExportError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -149,6 +167,43 @@ def _export(args) -> int:
     args.out.write_bytes(bundle.zip_bytes)
     print(format_report(bundle.report), end="")
     _log(f"wrote {args.out} ({len(bundle.zip_bytes):,} bytes)")
+    return 0
+
+
+def _check(args) -> int:
+    keys = [k.strip() for k in args.checks.split(",") if k.strip()]
+    unknown = [k for k in keys if k not in CHECKS]
+    if unknown or not keys:
+        raise UsageError(f"unknown check {unknown[0] if unknown else args.checks!r}; available: {', '.join(CHECKS)}")
+    if args.weights:
+        args.model = None
+        benches = [_workbench(args)[1]]
+    else:
+        names = [n.strip() for n in args.models.split(",") if n.strip()]
+        bad = [n for n in names if n not in ARCHITECTURES]
+        if bad or not names:
+            raise UsageError(f"unknown model {bad[0] if bad else args.models!r}; available: {', '.join(ARCHITECTURES)}")
+        benches = []
+        for name in names:
+            args.model = name
+            benches.append(_workbench(args)[1])
+    results, timings = [], []
+    for wb in benches:
+        for key in keys:
+            _log(f"checking {key} on {wb.name}{' (quick)' if args.quick else ''}")
+            report = run_check(key, wb, quick=args.quick,
+                               progress=lambda f, text: _log(f"  {f:4.0%} {text}"))
+            results += report.results
+            timings.append({"check": key, "model": wb.name, "seconds": round(report.seconds, 2)})
+            for note in report.notes:
+                _log(f"  note: {note}")
+    print(format_table(results))
+    for t in timings:
+        print(f"{t['check']:8} on {t['model']:16} {t['seconds']:8.1f} s")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({"quick": args.quick, "timings": timings,
+                                         "results": [dataclasses.asdict(r) for r in results]}, indent=1))
     return 0
 
 

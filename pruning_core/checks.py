@@ -16,6 +16,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable
 
+import importlib
+import time
+
 import pandas as pd
 
 Progress = Callable[[float, str], None] | None
@@ -29,6 +32,7 @@ class CheckResult:
     figure: str  # one line: what our run measured
     agrees: bool | None  # None: not decided (the run was stopped or could not be made)
     source: str = ""  # where the claim is from (paper section / figure)
+    model: str = ""  # the model the run was made on (set by run_checks)
 
 
 @dataclass
@@ -41,13 +45,44 @@ class CheckReport:
     notes: list[str] = field(default_factory=list)
 
 
+# check key -> (title, "module:function"); imported on first use so the CLI starts fast
+CHECKS: dict[str, tuple[str, str]] = {
+    "sap": ("PQ Index and SAP (Diao et al., ICLR 2023)", "pruning_core.methods.pqi:paper_check"),
+    "id": ("Interpolative decompositions (Chee et al., 2021)", "pruning_core.methods.interpolative:paper_check"),
+    "ispasp": ("i-SpaSP (Wolfe & Kyrillidis, 2022)", "pruning_core.methods.ispasp:paper_check"),
+}
+
+
+def check_function(key: str) -> Callable:
+    if key not in CHECKS:
+        raise KeyError(f"unknown paper check {key!r}; available: {', '.join(CHECKS)}")
+    module, _, name = CHECKS[key][1].partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def run_check(key: str, wb, quick: bool = False, progress: Progress = None, should_stop: ShouldStop = None
+              ) -> CheckReport:
+    """Run one paper check on ``wb``; every result is labelled with the workbench's model name."""
+    start = time.perf_counter()
+    report = check_function(key)(wb, quick=quick, progress=progress, should_stop=should_stop)
+    report.seconds = report.seconds or time.perf_counter() - start
+    for r in report.results:
+        r.model = r.model or getattr(wb, "name", "")
+    return report
+
+
+def verdict(agrees: bool | None) -> str:
+    return "yes" if agrees else ("no" if agrees is False else "undecided")
+
+
 def format_table(results: list[CheckResult]) -> str:
     """A plain-text table of claim, our figure and the verdict, one row per check."""
-    rows = [("method", "claim", "our figure", "agrees")]
+    with_model = any(r.model for r in results)
+    rows = [(("model",) if with_model else ()) + ("method", "claim", "our figure", "agrees")]
     for r in results:
-        verdict = "yes" if r.agrees else ("no" if r.agrees is False else "undecided")
-        rows.append((r.method, r.claim, r.figure, verdict))
-    widths = [min(max(len(row[i]) for row in rows), cap) for i, cap in enumerate((10, 70, 60, 9))]
+        rows.append(((r.model,) if with_model else ()) + (r.method, r.claim, r.figure, verdict(r.agrees)))
+    caps = ((14,) if with_model else ()) + (10, 60, 56, 9)
+    widths = [min(max(len(row[i]) for row in rows), cap) for i, cap in enumerate(caps)]
 
     def wrap(text: str, width: int) -> list[str]:
         words, lines, line = text.split(), [], ""

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from .base import Method, RankedChannels, RankedUnstructured
+from .interpolative import InterpolativePruning, UnitGroupMagnitude
 from .magnitude import GroupMagnitude, MagnitudeUnstructured
 from .random import RandomChannels, RandomUnstructured
 
@@ -18,6 +19,7 @@ class MethodSpec:
     factory: Callable[..., Method]
     defaults: dict = field(default_factory=dict)
     description: str = ""
+    requires: str = ""  # "units": the model needs two-layer units (hidden neurons / inner block channels)
 
 
 REGISTRY: dict[str, MethodSpec] = {s.key: s for s in [
@@ -33,6 +35,19 @@ REGISTRY: dict[str, MethodSpec] = {s.key: s for s in [
                "Channels with the smallest summed L2 norm over their whole dependency group."),
     MethodSpec("random-channels", "Random channels (structured)", "structured", RandomChannels, {},
                "Uniformly random channels of every group; the structured baseline."),
+    MethodSpec("id", "Interpolative decomposition (structured, Chee et al. 2021)", "structured",
+               InterpolativePruning, {"mode": "fraction", "correction": True},
+               "Keeps the hidden channels a pivoted QR of their calibration activations selects and folds the "
+               "interpolation matrix into the next layer; every unit removes the same fraction.", "units"),
+    MethodSpec("id-nocorrection", "ID channels without the correction (structured)", "structured",
+               InterpolativePruning, {"mode": "fraction", "correction": False},
+               "The same channel selection as ID, without folding the interpolation matrix.", "units"),
+    MethodSpec("id-flops", "ID, greedy FLOPs allocation (structured)", "structured", InterpolativePruning,
+               {"mode": "flops"}, "Interpolative decomposition; cuts the unit whose ID error grows least per FLOP "
+               "saved until ratio x dense FLOPs are removed (ratio = FLOPs removed).", "units"),
+    MethodSpec("unit-group-l1", "Group L1 on hidden units (structured)", "structured", UnitGroupMagnitude, {},
+               "Magnitude (group L1) restricted to the hidden channels ID and i-SpaSP prune; their baseline.",
+               "units"),
 ]}
 
 
