@@ -26,7 +26,7 @@ ABOUT = {
               "residual proposes candidates, the dense activation picks among them. The paper's theory says the "
               "error decays faster the sparser the hidden representation; the synthetic experiment tests that.",
 }
-AUTO = {"id"}  # fast enough (well under a second of compute on the demo models) to run on first view
+AUTO = {"id", "ispasp"}  # a few seconds at most on the demo models: run on first view
 
 
 def verdict_icon(agrees) -> str:
@@ -63,12 +63,12 @@ def draw(key: str, report: checks.CheckReport) -> None:
         from pruning_core import charts_ispasp
 
         if "synthetic" in frames:
-            st.plotly_chart(charts_ispasp.synthetic_residual_figure(frames["synthetic"]), key="ispasp_synthetic")
+            st.plotly_chart(charts_ispasp.synthetic_residual(frames["synthetic"]), key="ispasp_synthetic")
         left, right = st.columns(2)
         if "residual" in frames:
-            left.plotly_chart(charts_ispasp.residual_figure(frames["residual"]), key="ispasp_residual")
+            left.plotly_chart(charts_ispasp.residual_by_iteration(frames["residual"]), key="ispasp_residual")
         if "accuracy" in frames:
-            right.plotly_chart(charts_ispasp.accuracy_figure(frames["accuracy"],
+            right.plotly_chart(charts_ispasp.accuracy_by_ratio(frames["accuracy"],
                                                              dense_accuracy=wb.dense_metrics().accuracy),
                                key="ispasp_accuracy")
     elif key == "sap":

@@ -7,6 +7,7 @@ from typing import Callable
 
 from .base import Method, RankedChannels, RankedUnstructured
 from .interpolative import InterpolativePruning, UnitGroupMagnitude
+from .ispasp import ActivationMagnitude, ISpaSP, RandomUnits
 from .magnitude import GroupMagnitude, MagnitudeUnstructured
 from .random import RandomChannels, RandomUnstructured
 
@@ -47,6 +48,19 @@ REGISTRY: dict[str, MethodSpec] = {s.key: s for s in [
                "saved until ratio x dense FLOPs are removed (ratio = FLOPs removed).", "units"),
     MethodSpec("unit-group-l1", "Group L1 on hidden units (structured)", "structured", UnitGroupMagnitude, {},
                "Magnitude (group L1) restricted to the hidden channels ID and i-SpaSP prune; their baseline.",
+               "units"),
+    MethodSpec("ispasp", "i-SpaSP (structured, Wolfe & Kyrillidis 2022)", "structured", ISpaSP,
+               {"iterations": 20, "signed": True, "schedule": "sequential"},
+               "Sparse-signal-recovery pruning of each two-layer unit's hidden channels: the output residual's "
+               "gradient proposes candidates, the dense activation keeps s of them; units in forward order.", "units"),
+    MethodSpec("ispasp-abs", "i-SpaSP with |proxy| (structured)", "structured", ISpaSP,
+               {"iterations": 20, "signed": False, "schedule": "sequential"},
+               "i-SpaSP ranking candidates by |proxy| (textbook CoSaMP) instead of the official signed proxy.",
+               "units"),
+    MethodSpec("activation-magnitude", "Activation magnitude (hidden units)", "structured", ActivationMagnitude, {},
+               "Each two-layer unit keeps the channels with the largest mean calibration activation.", "units"),
+    MethodSpec("random-units", "Random (hidden units)", "structured", RandomUnits, {},
+               "Uniformly random channels of each two-layer unit, at i-SpaSP's kept counts; the baseline.",
                "units"),
 ]}
 
