@@ -34,17 +34,21 @@ def verdict_icon(agrees) -> str:
 
 
 def run(key: str, quick: bool) -> None:
+    """Run one check with a progress bar; the outcome (report or error) is remembered per model, so a check
+    that cannot run on this model is not retried on every rerun."""
     bar = st.progress(0.0, text=f"Running the {checks.CHECKS[key][0]} check…")
 
     def progress(fraction: float, text: str) -> None:
         bar.progress(min(max(float(fraction), 0.0), 1.0), text=text)
 
+    entry = {"report": None, "quick": quick, "error": None}
     try:
-        store[(ss["wb_key"], key)] = (checks.run_check(key, wb, quick=quick, progress=progress), quick)
-    except Exception as e:  # a model without units, a failing library: say so, keep the page working
-        ui.show_error(e, "The check could not run on this model")
+        entry["report"] = checks.run_check(key, wb, quick=quick, progress=progress)
+    except Exception as e:  # a model without two-layer units, a failing library: say so, keep the page working
+        entry["error"] = e
     finally:
         bar.empty()
+    store[(ss["wb_key"], key)] = entry
 
 
 def draw(key: str, report: checks.CheckReport) -> None:
@@ -82,19 +86,23 @@ tabs = st.tabs([checks.CHECKS[k][0] for k in checks.CHECKS])
 for tab, key in zip(tabs, checks.CHECKS):
     with tab:
         st.markdown(ABOUT[key])
-        report, ran_quick = store.get((ss["wb_key"], key), (None, None))
+        entry = store.get((ss["wb_key"], key))
         c1, c2 = st.columns([1, 3])
         quick = c2.toggle("Quick version (fewer points; what the tests run)", **ui.keep(f"check_quick_{key}", True))
-        if c1.button("Run the check" if report is None else "Run it again", key=f"run_check_{key}",
-                     type="primary" if report is None else "secondary") or (report is None and key in AUTO):
+        if c1.button("Run the check" if entry is None else "Run it again", key=f"run_check_{key}",
+                     type="primary" if entry is None else "secondary") or (entry is None and key in AUTO):
             run(key, quick)
-            report, ran_quick = store.get((ss["wb_key"], key), (None, None))
-        if report is None:
+            entry = store[(ss["wb_key"], key)]
+        if entry is None:
             st.info("Not run yet on this model.")
             continue
+        if entry["error"] is not None:
+            ui.show_error(entry["error"], "The check could not run on this model")
+            continue
+        report = entry["report"]
         st.dataframe([{"claim (paper)": r.claim, "our run": r.figure, "agrees": verdict_icon(r.agrees)}
                       for r in report.results], hide_index=True, width="stretch")
-        st.caption(f"{'Quick' if ran_quick else 'Full'} check, {report.seconds:.1f} s on {wb.device}. "
+        st.caption(f"{'Quick' if entry['quick'] else 'Full'} check, {report.seconds:.1f} s on {wb.device}. "
                    + " ".join(report.notes) + (" The run was stopped before the end." if not report.complete
                                                 else ""))
         draw(key, report)

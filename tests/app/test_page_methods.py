@@ -1,0 +1,47 @@
+"""Methods page: each seed method's plot, the paper's claim and our verdict, on the current model."""
+
+from __future__ import annotations
+
+import torch
+
+
+def _tables(at) -> list:
+    return [d.value for d in at.dataframe]
+
+
+def test_fast_checks_run_on_first_view_with_their_plots(app, figures):
+    at = app.switch_page("pages/methods.py").run()
+    assert not at.exception and not at.error
+    figs = figures(at)
+    assert {"id_accuracy", "id_rank_decay", "ispasp_synthetic", "ispasp_residual", "ispasp_accuracy"} <= set(figs)
+    # ID's accuracy plot: one line each for ID, the same channels without T, and magnitude
+    assert len(figs["id_accuracy"]["data"]) >= 3
+    assert figs["id_rank_decay"]["layout"]["yaxis"]["type"] == "log"
+    tables = _tables(at)
+    assert len(tables) == 2  # ID and i-SpaSP; SAP waits for its button (it retrains)
+    for table in tables:
+        assert set(table.columns) == {"claim (paper)", "our run", "agrees"}
+        assert table["agrees"].str.contains("yes|no|undecided").all()
+    assert "Sparser hidden representations" in " ".join(tables[1]["claim (paper)"])
+    # the results stay on a rerun without recomputation
+    reports = {k: v["report"] for k, v in at.session_state["checks"].items()}
+    at.run()
+    assert {k: v["report"] for k, v in at.session_state["checks"].items()} == reports
+
+
+def test_a_model_without_units_gets_a_message_not_a_crash(app, digits):
+    from pruning_core import Workbench, load_builtin
+
+    scripted = torch.jit.script(load_builtin("digits-cnn"))
+    app.session_state["wb"] = Workbench(scripted, digits, device="cpu", name="scripted")
+    app.session_state["wb_key"] = "test:scripted"
+    at = app.switch_page("pages/methods.py").run()
+    assert not at.exception
+    messages = " ".join(e.value for e in at.error)
+    assert "could not run on this model" in messages and "TorchScript" in messages
+    assert at.session_state["checks"][("test:scripted", "id")]["error"] is not None
+    # i-SpaSP's synthetic experiment needs no model: it still reports, the model part says why it is missing
+    assert at.session_state["checks"][("test:scripted", "ispasp")]["report"].results
+    shown = [e.value for e in at.error]
+    at.run()  # the failure is remembered, not retried: the page renders the same message
+    assert not at.exception and [e.value for e in at.error] == shown
