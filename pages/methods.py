@@ -30,7 +30,18 @@ AUTO = {"id", "ispasp"}  # a few seconds at most on the demo models: run on firs
 
 
 def verdict_icon(agrees) -> str:
-    return {True: "✅ yes", False: "❌ no"}.get(agrees, "— undecided")
+    # coloured words, not emoji: a browser without an emoji font draws those as empty boxes
+    return {True: ":green[**yes**]", False: ":red[**no**]"}.get(agrees, ":gray[undecided]")
+
+
+def verdict_table(results: list[checks.CheckResult]) -> str:
+    """Claims as a markdown table (it wraps long text, unlike a dataframe cell)."""
+    def cell(text: str) -> str:
+        return text.replace("|", "\\|").replace("\n", " ")
+
+    rows = ["| agrees | claim (paper) | our run |", "|---|---|---|"]
+    rows += [f"| {verdict_icon(r.agrees)} | {cell(r.claim)} | {cell(r.figure)} |" for r in results]
+    return "\n".join(rows)
 
 
 def run(key: str, quick: bool) -> None:
@@ -100,8 +111,7 @@ for tab, key in zip(tabs, checks.CHECKS):
             ui.show_error(entry["error"], "The check could not run on this model")
             continue
         report = entry["report"]
-        st.dataframe([{"claim (paper)": r.claim, "our run": r.figure, "agrees": verdict_icon(r.agrees)}
-                      for r in report.results], hide_index=True, width="stretch")
+        st.markdown(verdict_table(report.results))
         st.caption(f"{'Quick' if entry['quick'] else 'Full'} check, {report.seconds:.1f} s on {wb.device}. "
                    + " ".join(report.notes) + (" The run was stopped before the end." if not report.complete
                                                 else ""))

@@ -86,3 +86,21 @@ def test_export_downloads_a_verified_bundle(page):
     assert not page.get_by_test_id("stException").count()
     page.screenshot(path=str(ARTIFACTS / "export.png"))
     assert page.off_host == []
+
+
+def test_methods_page_shows_claims_verdicts_and_plots(page):
+    _goto(page, "Methods")
+    page.get_by_role("tab", name="Interpolative decompositions (Chee et al., 2021)").click()
+    panel = page.get_by_role("tabpanel").filter(has_text="pivoted QR")
+    panel.get_by_test_id("stPlotlyChart").first.wait_for(timeout=120_000)
+    wait_for_app_run(page)
+    assert panel.get_by_test_id("stPlotlyChart").count() == 2
+    assert panel.locator("table").count() == 1 and "agrees" in panel.locator("table").inner_text()
+    assert not page.get_by_test_id("stException").count()
+    page.screenshot(path=str(ARTIFACTS / "methods_id.png"), full_page=True)
+    page.get_by_role("tab", name="i-SpaSP (Wolfe & Kyrillidis, 2022)").click()
+    panel = page.get_by_role("tabpanel").filter(has_text="CoSaMP")
+    panel.get_by_test_id("stPlotlyChart").first.wait_for(timeout=60_000)
+    assert panel.get_by_test_id("stPlotlyChart").count() == 3
+    page.screenshot(path=str(ARTIFACTS / "methods_ispasp.png"), full_page=True)
+    assert page.off_host == []

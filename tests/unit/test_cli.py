@@ -104,3 +104,27 @@ def test_module_entry_point_reports_bad_ratio_without_traceback(tmp_path):
 def test_cuda_requested_without_a_gpu(tmp_path, capsys):
     assert main(["sweep", "--methods", "random", "--ratios", "0.5", "--device", "cuda", "--out", str(tmp_path)]) == 2
     assert "CUDA is not available" in capsys.readouterr().err
+
+
+def test_check_prints_the_paper_check_table_and_writes_json(tmp_path, capsys):
+    out = tmp_path / "checks.json"
+    assert main(["check", "--checks", "id", "--models", "digits-mlp", "--quick", "--device", "cpu",
+                 "--json", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "| model" in printed and "| agrees" in printed and "digits-mlp" in printed
+    import json
+
+    saved = json.loads(out.read_text())
+    assert saved["quick"] is True and saved["timings"][0]["check"] == "id"
+    assert len(saved["results"]) == 3 and all(r["model"] == "digits-mlp" for r in saved["results"])
+    # the printed verdicts are the saved ones
+    verdicts = ["yes" if r["agrees"] else "no" if r["agrees"] is False else "undecided" for r in saved["results"]]
+    rows = [line for line in printed.splitlines() if line.startswith("| digits-mlp")]
+    assert [row.rstrip(" |").rsplit("|", 1)[1].strip() for row in rows] == verdicts
+
+
+def test_check_rejects_unknown_checks_and_models(capsys):
+    assert main(["check", "--checks", "nope"]) == 2
+    assert "unknown check 'nope'" in capsys.readouterr().err
+    assert main(["check", "--models", "nope"]) == 2
+    assert "unknown model 'nope'" in capsys.readouterr().err
