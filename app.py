@@ -21,6 +21,7 @@ page = st.navigation([
     st.Page("pages/model_data.py", title="Model & data", default=True),
     st.Page("pages/sweep.py", title="Sweep"),
     st.Page("pages/layers.py", title="Layers"),
+    st.Page("pages/sparsity.py", title="Sparsity"),
     st.Page("pages/methods.py", title="Methods"),
     st.Page("pages/export.py", title="Export"),
 ])

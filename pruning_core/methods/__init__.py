@@ -9,6 +9,7 @@ from .base import Method, RankedChannels, RankedUnstructured
 from .interpolative import InterpolativePruning, UnitGroupMagnitude
 from .ispasp import ActivationMagnitude, ISpaSP, RandomUnits
 from .magnitude import GroupMagnitude, MagnitudeUnstructured
+from .pqi import SAPSchedule
 from .random import RandomChannels, RandomUnstructured
 
 
@@ -30,6 +31,14 @@ REGISTRY: dict[str, MethodSpec] = {s.key: s for s in [
                {"scope": "layer"}, "Smallest |w| in each weight tensor, the same fraction everywhere."),
     MethodSpec("random", "Random (unstructured)", "unstructured", RandomUnstructured, {"scope": "global"},
                "Uniformly random weights; the baseline."),
+    MethodSpec("sap-neuron", "SAP rule per neuron, no retraining (unstructured, variant)", "unstructured",
+               SAPSchedule, {"scope": "neuron"}, "Diao et al. 2023's pruning rule applied round after round on the "
+               "trained weights: each round every output row loses the fraction its PQ Index sets (p=0.5, q=1)."),
+    MethodSpec("sap-layer", "SAP rule per layer, no retraining (unstructured, variant)", "unstructured",
+               SAPSchedule, {"scope": "layer"}, "The SAP rule per weight tensor, round after round, no retraining."),
+    MethodSpec("sap-global", "SAP rule global, no retraining (unstructured, variant)", "unstructured",
+               SAPSchedule, {"scope": "global"}, "The SAP rule over all weights at once, round after round, no "
+               "retraining."),
     MethodSpec("group-l1", "Group L1 (structured channels)", "structured", GroupMagnitude, {"p": 1},
                "Channels with the smallest summed L1 norm over their whole dependency group."),
     MethodSpec("group-l2", "Group L2 (structured channels)", "structured", GroupMagnitude, {"p": 2},

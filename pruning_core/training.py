@@ -1,0 +1,176 @@
+"""Training under a fixed sparsity mask, and the initial weights that iterative pruning rewinds to.
+
+``train_masked`` is the inner loop of every "prune, then retrain" method: lottery-ticket rewinding (Frankle &
+Carbin, ICLR 2019), SAP (Diao et al., ICLR 2023, Sec. 3 and the authors' ``train_classifier.py``) and plain
+fine-tuning after pruning. A masked-out weight stays **exactly** zero for the whole run: its gradient is zeroed
+before every optimiser step (the authors' ``Mask.freeze_grad``) and the mask is multiplied back in after every
+step, so neither weight decay nor momentum (or Adam's moment estimates) can revive it.
+
+``demo_initialisation`` rebuilds the exact initial weights of the bundled demo models (the weights lottery-ticket
+rewinding goes back to); ``reinitialise`` gives a seeded fresh initialisation for a model whose initial weights
+are unknown; ``trainable_copy`` copies any model, TorchScript included, so that it can be trained.
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+from contextlib import contextmanager
+from typing import Callable
+
+import torch
+from torch import nn
+
+from .models import ARCHITECTURES
+
+# The demo models' recipe (pruning_core/models/train_demo.py): Adam 3e-3, L2 weight decay 1e-4, a cosine
+# schedule over the epochs, batch 64.
+DEMO_LR = 3e-3
+DEMO_WEIGHT_DECAY = 1e-4
+DEMO_BATCH = 64
+DEMO_EPOCHS = 40
+OPTIMIZERS = ("adam", "sgd")
+
+
+@contextmanager
+def _seeded(seed: int, device: torch.device):
+    """Seed torch's global generators for the block (dropout, reset_parameters) without disturbing the caller's
+    random state afterwards."""
+    devices = [device.index or 0] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        yield
+
+
+def train_masked(model: nn.Module, masks: dict[str, torch.Tensor] | None, x: torch.Tensor, y: torch.Tensor,
+                 epochs: int, lr: float = DEMO_LR, batch_size: int = DEMO_BATCH, seed: int = 0,
+                 weight_decay: float = DEMO_WEIGHT_DECAY, optimizer: str = "adam",
+                 device: str | torch.device | None = None,
+                 should_stop: Callable[[], bool] | None = None) -> nn.Module:
+    """Train ``model`` in place with cross-entropy for ``epochs`` epochs while keeping masked weights at zero.
+
+    * ``masks``: parameter name -> bool tensor of the parameter's shape, True = kept (``Plan.masks``). Parameters
+      without a mask train freely (biases, norm layers). ``None`` or ``{}``: dense training.
+    * ``x`` (N, ...) and ``y`` (N,) int64: the training split; moved to ``device`` (default: the model's).
+    * Optimiser: ``"adam"`` (default; ``torch.optim.Adam`` with L2 ``weight_decay``, the demo models' recipe:
+      lr 3e-3, weight decay 1e-4, batch 64) or ``"sgd"`` (momentum 0.9, Nesterov, the SAP paper's recipe, which
+      uses lr 0.1 and weight decay 5e-4 there). Cosine annealing over ``epochs``, stepped once per epoch.
+    * Every step: backward, gradients of masked entries zeroed, optimiser step, mask multiplied back in.
+    * Batch order comes from a ``torch.Generator`` seeded with ``seed`` (one ``randperm`` per epoch); the global
+      generators are also seeded for the run (dropout) and restored afterwards. On the CPU the result is
+      deterministic for a seed: with an all-ones mask, ``demo_initialisation(name)`` and 40 epochs this is exactly
+      ``models/train_demo.py`` and reproduces the committed demo weights.
+    * BatchNorm layers are in train mode while training; the model is returned in eval mode.
+    * ``should_stop()``: polled before every batch; when it returns True, training stops there and the model is
+      returned as it is (the caller, who owns the callback, knows it stopped).
+    """
+    if optimizer not in OPTIMIZERS:
+        raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {optimizer!r}")
+    if epochs < 0 or batch_size < 1:
+        raise ValueError(f"need epochs >= 0 and batch_size >= 1, got {epochs} and {batch_size}")
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    model.to(device)
+    params = dict(model.named_parameters())
+    unknown = sorted(set(masks or {}) - set(params))
+    if unknown:
+        raise ValueError(f"masks name tensors the model does not have: {', '.join(unknown[:3])}")
+    keep = {}
+    for name, mask in (masks or {}).items():
+        if mask.shape != params[name].shape:
+            raise ValueError(f"the mask for {name!r} has shape {tuple(mask.shape)}, the tensor "
+                             f"{tuple(params[name].shape)}")
+        keep[name] = mask.to(device=device, dtype=params[name].dtype)
+    for p in params.values():
+        p.requires_grad_(True)
+    with torch.no_grad():
+        for name, m in keep.items():
+            params[name].mul_(m)
+    if optimizer == "adam":
+        opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
+    else:
+        opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, nesterov=True, weight_decay=weight_decay)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(epochs, 1))
+    x, y = x.to(device), y.to(device)
+    g = torch.Generator().manual_seed(seed)
+    masked = [(params[name], m) for name, m in keep.items()]
+    stopped = False
+    with _seeded(seed, device):
+        for _ in range(epochs):
+            model.train()
+            for idx in torch.randperm(len(y), generator=g).split(batch_size):
+                if should_stop is not None and should_stop():
+                    stopped = True
+                    break
+                idx = idx.to(device)
+                opt.zero_grad()
+                nn.functional.cross_entropy(model(x[idx]), y[idx]).backward()
+                for p, m in masked:
+                    if p.grad is not None:
+                        p.grad.mul_(m)
+                opt.step()
+                with torch.no_grad():
+                    for p, m in masked:
+                        p.mul_(m)
+            if stopped:
+                break
+            sched.step()
+    for p in params.values():
+        p.requires_grad_(False)
+    return model.eval()
+
+
+def trainable_copy(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` whose parameters can be trained (eval mode, same device).
+
+    ``copy.deepcopy`` of a TorchScript module gives parameters that are not leaf tensors, which no optimiser
+    accepts; those are copied by a ``torch.jit.save`` / ``load`` round trip instead. Raises ValueError for a model
+    whose copy still cannot be trained."""
+    if isinstance(model, torch.jit.ScriptModule):
+        buffer = io.BytesIO()
+        torch.jit.save(model, buffer)
+        buffer.seek(0)
+        device = next(model.parameters()).device
+        copied = torch.jit.load(buffer, map_location=device)
+    else:
+        copied = copy.deepcopy(model)
+    if not all(p.is_leaf for p in copied.parameters()):
+        raise ValueError(f"a {type(model).__name__} cannot be retrained here: its parameters are not leaf tensors")
+    return copied.eval()
+
+
+def reinitialise(model: nn.Module, seed: int = 0) -> nn.Module:
+    """Fresh initial weights for ``model`` in place: ``reset_parameters()`` on every module that has one, in
+    ``model.modules()`` order, with torch's global generator seeded with ``seed`` for the duration (the caller's
+    random state is restored). For models whose real initialisation is unknown (an uploaded checkpoint), so that
+    lottery-ticket rewinding has an initialisation to go back to. Returns ``model`` (eval mode).
+
+    Raises ValueError when some parameter belongs to no module with ``reset_parameters`` (a TorchScript module
+    exposes none), rather than silently leaving trained weights in place."""
+    device = next(model.parameters()).device
+    reset_ids = set()
+    with _seeded(seed, device), torch.no_grad():
+        for module in model.modules():
+            reset = getattr(module, "reset_parameters", None)
+            if callable(reset):
+                reset()
+                reset_ids.update(id(p) for p in module.parameters(recurse=False))
+    missed = [name for name, p in model.named_parameters() if id(p) not in reset_ids]
+    if missed:
+        raise ValueError(f"cannot reinitialise {type(model).__name__}: no reset_parameters() for "
+                         f"{', '.join(missed[:3])}{' …' if len(missed) > 3 else ''}")
+    return model.eval()
+
+
+def demo_initialisation(arch_name: str, seed: int = 0) -> nn.Module:
+    """The exact initial model of a built-in architecture as ``models/train_demo.py`` creates it:
+    ``torch.manual_seed(seed)`` then ``ARCHITECTURES[arch_name].build()`` (the demo models use seed 0). The
+    caller's random state is restored. Returns the model on the CPU in eval mode."""
+    if arch_name not in ARCHITECTURES:
+        raise KeyError(f"unknown architecture {arch_name!r}; available: {', '.join(ARCHITECTURES)}")
+    with _seeded(seed, torch.device("cpu")):
+        model = ARCHITECTURES[arch_name].build()
+    return model.eval()
+
+
+__all__ = ["DEMO_BATCH", "DEMO_EPOCHS", "DEMO_LR", "DEMO_WEIGHT_DECAY", "demo_initialisation", "reinitialise",
+           "train_masked", "trainable_copy"]
