@@ -104,3 +104,22 @@ def test_methods_page_shows_claims_verdicts_and_plots(page):
     assert panel.get_by_test_id("stPlotlyChart").count() == 3
     page.screenshot(path=str(ARTIFACTS / "methods_ispasp.png"), full_page=True)
     assert page.off_host == []
+
+
+def test_sparsity_page_shows_pqi_and_runs_a_short_sap_loop(page):
+    _goto(page, "Sparsity")
+    page.get_by_test_id("stPlotlyChart").first.wait_for(timeout=120_000)
+    wait_for_app_run(page)
+    assert page.get_by_test_id("stMetricLabel").filter(has_text="Global PQI").count() >= 1
+    for label, value in (("Rounds", "1"), ("Epochs per round", "1")):
+        box = page.get_by_label(label)
+        box.fill(value)
+        box.press("Enter")
+        wait_for_app_run(page)
+    page.get_by_role("button", name="Run SAP").click()
+    page.get_by_text("accuracy right after pruning").first.wait_for(timeout=240_000)
+    wait_for_app_run(page)
+    assert page.get_by_test_id("stPlotlyChart").count() >= 3  # PQI bars, PQI vs ratio, the SAP panel
+    assert not page.get_by_test_id("stException").count()
+    page.screenshot(path=str(ARTIFACTS / "sparsity.png"), full_page=True)
+    assert page.off_host == []
