@@ -59,7 +59,8 @@ def train_masked(model: nn.Module, masks: dict[str, torch.Tensor] | None, x: tor
     * Batch order comes from a ``torch.Generator`` seeded with ``seed`` (one ``randperm`` per epoch); the global
       generators are also seeded for the run (dropout) and restored afterwards. On the CPU the result is
       deterministic for a seed: with an all-ones mask, ``demo_initialisation(name)`` and 40 epochs this is exactly
-      ``models/train_demo.py`` and reproduces the committed demo weights.
+      ``models/train_demo.py`` and reproduces the committed demo weights (bit for bit with the thread count they
+      were trained with; another count reorders float reductions, about 1e-7 after 40 epochs).
     * BatchNorm layers are in train mode while training; the model is returned in eval mode.
     * ``should_stop()``: polled before every batch; when it returns True, training stops there and the model is
       returned as it is (the caller, who owns the callback, knows it stopped).

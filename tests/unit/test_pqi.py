@@ -376,7 +376,13 @@ def test_train_masked_is_deterministic_and_reproduces_the_demo_model(digits):
     model = train_masked(demo_initialisation("digits-mlp"), None, digits.train.x, digits.train.y, epochs=40,
                          seed=0)
     ref = load_builtin("digits-mlp").state_dict()
-    assert all(torch.equal(model.state_dict()[k], ref[k]) for k in ref)
+    # bit for bit with the thread count the demo weights were trained with (2); another count changes the
+    # order of float reductions, which after 40 epochs moves weights by ~1e-7
+    for k in ref:
+        torch.testing.assert_close(model.state_dict()[k], ref[k], rtol=0, atol=1e-5)
+    again = train_masked(demo_initialisation("digits-mlp"), None, digits.train.x, digits.train.y, epochs=3, seed=7)
+    other = train_masked(demo_initialisation("digits-mlp"), None, digits.train.x, digits.train.y, epochs=3, seed=7)
+    assert all(torch.equal(again.state_dict()[k], other.state_dict()[k]) for k in ref)  # deterministic
     calls = []
 
     def stop_after_three() -> bool:
