@@ -155,3 +155,20 @@ def test_export_from_a_gpu_workbench_loads_on_the_cpu(digits):
     expected = _masked_outputs(wb, plan).cpu()
     for fmt, model in load_exported(bundle.zip_bytes).items():
         torch.testing.assert_close(metrics.predict(model, digits.eval.x), expected, atol=1e-4, rtol=0, msg=fmt)
+
+
+def test_a_plan_with_a_folded_correction_exports_the_corrected_small_model(demo_workbenches):
+    """Interpolative decompositions fold a correction into the next layer: the exported small model carries it
+    (it matches the masked-plus-corrected working copy, and differs from plain slicing of the dense weights)."""
+    wb = demo_workbenches["digits-cnn"]
+    plan = make_method("id").prepare(wb).plan(0.5)
+    assert plan.corrections
+    bundle = export_plan(wb, plan, ["state_dict"], latency_repeats=1)
+    assert bundle.report["verification"]["max_abs_difference"] <= 1e-4
+    weights = load_safetensors(_members(bundle)["model_state_dict.safetensors"])
+    small = dict(wb.sliced_model(plan).named_parameters())
+    for name in plan.corrections:
+        torch.testing.assert_close(weights[name], small[name])
+    uncorrected = wb.groups.slice_model(wb.model, plan.pruned_channels)
+    assert not torch.equal(weights["conv2.weight"], uncorrected.conv2.weight)
+    assert bundle.report["after"]["accuracy"] == pytest.approx(wb.evaluate_plan(plan).accuracy)
