@@ -18,7 +18,10 @@ st.caption("Every check runs on the model and data loaded now, without fine-tuni
 ABOUT = {
     "sap": "PQ Index (PQI) measures how sparse, i.e. how compressible, a weight vector is; SAP prunes each round "
            "the fraction its rule derives from the PQI, then retrains. The PQI plots and the SAP loop itself are "
-           "on the **Sparsity** screen; this tab runs the paper's comparison.",
+           "on the **Sparsity** screen; this tab runs the paper's comparison, which **retrains** the model "
+           "round after round for four runs in three scopes (quick: 12 rounds x 15 epochs each). That takes "
+           "about 20 s for the digits MLP and minutes for convolutional models on a CPU; pressing anything on "
+           "the page while it runs cancels it.",
     "id": "A column-pivoted QR of each hidden layer's calibration activations picks the channels to keep; the "
           "interpolation matrix is folded into the next layer so it sees nearly the activations it was trained "
           "on. No gradients, no labels, no fine-tuning.",

@@ -52,6 +52,10 @@ REGISTRY: dict[str, MethodSpec] = {s.key: s for s in [
     MethodSpec("id-nocorrection", "ID channels without the correction (structured)", "structured",
                InterpolativePruning, {"mode": "fraction", "correction": False},
                "The same channel selection as ID, without folding the interpolation matrix.", "units"),
+    MethodSpec("id-tolerance", "ID, shared error tolerance (structured)", "structured", InterpolativePruning,
+               {"mode": "tolerance"}, "Interpolative decomposition; every unit keeps the smallest k with "
+               "|R_k+1,k+1 / R_11| <= one tolerance shared by all units, the tolerance that removes ratio x the "
+               "units' channels (so layers with faster-decaying activations lose more).", "units"),
     MethodSpec("id-flops", "ID, greedy FLOPs allocation (structured)", "structured", InterpolativePruning,
                {"mode": "flops"}, "Interpolative decomposition; cuts the unit whose ID error grows least per FLOP "
                "saved until ratio x dense FLOPs are removed (ratio = FLOPs removed).", "units"),
