@@ -103,8 +103,11 @@ for tab, key in zip(tabs, checks.CHECKS):
         entry = store.get((ss["wb_key"], key))
         c1, c2 = st.columns([1, 3])
         quick = c2.toggle("Quick version (fewer points; what the tests run)", **ui.keep(f"check_quick_{key}", True))
+        if entry is None and key in AUTO:
+            run(key, quick)
+            entry = store[(ss["wb_key"], key)]
         if c1.button("Run the check" if entry is None else "Run it again", key=f"run_check_{key}",
-                     type="primary" if entry is None else "secondary") or (entry is None and key in AUTO):
+                     type="primary" if entry is None else "secondary"):
             run(key, quick)
             entry = store[(ss["wb_key"], key)]
         if entry is None:
