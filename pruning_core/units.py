@@ -113,13 +113,12 @@ def find_following_norms(model: nn.Module, example_input: torch.Tensor) -> dict[
     return found
 
 
-def capture_inputs(model: nn.Module, layers: list[str], x: torch.Tensor, batch_size: int = 1024
-                   ) -> dict[str, torch.Tensor]:
-    """The inputs ``layers`` receive when ``model`` (in eval mode) runs on ``x``, concatenated over batches."""
+def stream_inputs(model: nn.Module, layers: list[str], x: torch.Tensor, on_input, batch_size: int = 1024) -> None:
+    """Run ``model`` (in eval mode, no gradients) over ``x`` in batches and call ``on_input(layer, tensor)`` with
+    the input each of ``layers`` receives, batch by batch (forward pre-hooks, removed afterwards)."""
     modules = dict(model.named_modules())
-    store: dict[str, list[torch.Tensor]] = {name: [] for name in layers}
     hooks = [modules[name].register_forward_pre_hook(
-        lambda mod, inputs, name=name: store[name].append(inputs[0].detach())) for name in layers]
+        lambda mod, inputs, name=name: on_input(name, inputs[0].detach())) for name in layers]
     was_training = model.training
     model.eval()
     try:
@@ -130,6 +129,13 @@ def capture_inputs(model: nn.Module, layers: list[str], x: torch.Tensor, batch_s
         for h in hooks:
             h.remove()
         model.train(was_training)
+
+
+def capture_inputs(model: nn.Module, layers: list[str], x: torch.Tensor, batch_size: int = 1024
+                   ) -> dict[str, torch.Tensor]:
+    """The inputs ``layers`` receive when ``model`` (in eval mode) runs on ``x``, concatenated over batches."""
+    store: dict[str, list[torch.Tensor]] = {name: [] for name in layers}
+    stream_inputs(model, layers, x, lambda name, t: store[name].append(t), batch_size)
     return {name: torch.cat(parts) for name, parts in store.items()}
 
 

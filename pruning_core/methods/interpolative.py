@@ -60,7 +60,7 @@ import torch
 from ..checks import CheckReport, CheckResult, Progress, ShouldStop
 from ..groups import GroupError
 from ..plan import Plan, PlanError
-from ..units import Unit, capture_inputs, channel_matrix, fold_into_consumer
+from ..units import Unit, capture_inputs, channel_matrix, fold_into_consumer, stream_inputs
 from ..workbench import Workbench
 from .base import Method
 from .magnitude import group_channel_norms
@@ -215,20 +215,11 @@ def unit_qrs(model: torch.nn.Module, units: list[Unit], x: torch.Tensor, batch_s
              rank_tol: float = RANK_TOL) -> dict[str, ColumnPivotedQR]:
     """Group name -> pivoted QR of each unit's Z on ``model`` (eval mode) over ``x``: forward pre-hooks on the
     consumers feed each batch's channel matrix into a streaming TSQR, so no Z is ever stored whole."""
-    modules = dict(model.named_modules())
     reducers = {u.group: RowReducer(u.size) for u in units}
-    hooks = [modules[u.consumer].register_forward_pre_hook(
-        lambda mod, inputs, u=u: reducers[u.group].add(channel_matrix(u, inputs[0]))) for u in units]
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            for i in range(0, len(x), batch_size):
-                model(x[i:i + batch_size])
-    finally:
-        for h in hooks:
-            h.remove()
-        model.train(was_training)
+    by_consumer = {u.consumer: u for u in units}
+    stream_inputs(model, list(by_consumer), x,
+                  lambda name, t: reducers[by_consumer[name].group].add(channel_matrix(by_consumer[name], t)),
+                  batch_size)
     return {g: ColumnPivotedQR.of_reduced(red.r, red.rows, rank_tol) for g, red in reducers.items()}
 
 
