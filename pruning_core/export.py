@@ -25,6 +25,7 @@ import copy
 import io
 import json
 import logging
+import math
 import struct
 import warnings
 import zipfile
@@ -36,6 +37,7 @@ import torch
 from torch import nn
 
 from . import metrics
+from .limits import SizeLimitError, max_file_bytes, too_large
 from .loading import infer_architecture, load_model_file
 from .plan import Plan, PlanError
 from .workbench import Workbench
@@ -67,6 +69,8 @@ def export_plan(wb: Workbench, plan: Plan, formats=("state_dict", "torch.export"
     state_dict; inferred from the model's class and shapes when not given. Latency is measured on ``wb``'s
     device, batch 1 and a batch of 64 evaluation samples, median of ``latency_repeats`` runs.
     """
+    if not (isinstance(atol, (int, float)) and math.isfinite(atol) and atol >= 0):
+        raise ExportError(f"The verification tolerance must be a finite number of 0 or more, got {atol!r}.")
     unknown = [f for f in formats if f not in FORMATS]
     if unknown:
         raise ExportError(f"Unknown export format {unknown[0]!r}; choose from {', '.join(FORMATS)}.")
@@ -260,20 +264,49 @@ def save_sparse_state_dict(state_dict: dict[str, torch.Tensor], masks: dict[str,
 
 
 def load_sparse_state_dict(path_or_bytes: str | Path | bytes) -> dict[str, torch.Tensor]:
-    """The dense state_dict (zeros where pruned) that ``save_sparse_state_dict`` compressed, exactly."""
+    """The dense state_dict (zeros where pruned) that ``save_sparse_state_dict`` compressed, exactly.
+
+    The file is treated as untrusted: the shapes in its header are checked against the bytes present (a mask
+    of ceil(numel / 8) bytes, as many kept values as the mask has set bits) and the dense size against
+    ``limits.max_file_bytes()`` before any dense tensor is allocated. Raises ValueError saying what is wrong.
+    """
     from safetensors.torch import load
 
     data = bytes(path_or_bytes) if isinstance(path_or_bytes, (bytes, bytearray)) else Path(path_or_bytes).read_bytes()
     meta = safetensors_metadata(data)
     if meta.get("format") != SPARSE_FORMAT:
         raise ValueError("not a Pruning Explorer sparse file (its safetensors header has no sparse format tag)")
-    shapes = json.loads(meta["shapes"])
-    tensors = load(data)
+    try:
+        shapes = json.loads(meta.get("shapes", ""))
+    except ValueError:
+        shapes = None
+    if not isinstance(shapes, dict) or not all(
+            isinstance(v, list) and all(type(d) is int and d >= 0 for d in v) for v in shapes.values()):
+        raise ValueError("its header's table of tensor shapes is malformed")
+    tensors = load(data)  # safetensors checks every stored tensor against the bytes present
     out = {k: v for k, v in tensors.items() if not k.endswith((_MASK, _VALUES))}
+    plan, total = [], sum(v.numel() * v.element_size() for v in out.values())
     for name, shape in shapes.items():
-        numel = int(np.prod(shape))
-        keep = torch.from_numpy(np.unpackbits(tensors[name + _MASK].numpy(), count=numel).astype(bool))
-        values = tensors[name + _VALUES]
+        mask, values = tensors.get(name + _MASK), tensors.get(name + _VALUES)
+        if mask is None or values is None or name in out:
+            raise ValueError(f"tensor {name!r} is listed in the header without exactly one mask and one set of "
+                             "kept values")
+        numel = math.prod(shape)
+        if mask.dtype != torch.uint8 or mask.ndim != 1 or mask.numel() != (numel + 7) // 8 or values.ndim != 1:
+            raise ValueError(f"tensor {name!r} declares shape {'x'.join(map(str, shape))} ({numel:,} values) but "
+                             f"its mask holds {mask.numel():,} bytes; the file is damaged or forged")
+        total += numel * values.element_size()
+        if total > max_file_bytes():
+            raise SizeLimitError(too_large("the weights, once expanded to dense tensors,", total))
+        plan.append((name, shape, numel, mask, values))
+    expanded = set(shapes)
+    if any(k.endswith((_MASK, _VALUES)) and k.rsplit("::", 1)[0] not in expanded for k in tensors):
+        raise ValueError("the file holds a mask or kept values for a tensor its header does not list")
+    for name, shape, numel, mask, values in plan:
+        keep = torch.from_numpy(np.unpackbits(mask.numpy(), count=numel).astype(bool))
+        if int(keep.sum()) != values.numel():
+            raise ValueError(f"tensor {name!r}: its mask keeps {int(keep.sum()):,} values but the file stores "
+                             f"{values.numel():,}")
         dense = torch.zeros(numel, dtype=values.dtype)
         dense[keep] = values
         out[name] = dense.reshape(shape)
@@ -283,7 +316,13 @@ def load_sparse_state_dict(path_or_bytes: str | Path | bytes) -> dict[str, torch
 def safetensors_metadata(data: bytes) -> dict[str, str]:
     """The ``__metadata__`` of a safetensors file's JSON header (empty when it has none)."""
     (n,) = struct.unpack("<Q", data[:8])
-    return json.loads(data[8:8 + n]).get("__metadata__") or {}
+    header = json.loads(data[8:8 + n]) if 8 + n <= len(data) else None
+    if not isinstance(header, dict):
+        raise ValueError("its header is not a JSON table of tensors")
+    meta = header.get("__metadata__") or {}
+    if not isinstance(meta, dict):
+        raise ValueError("its header's metadata is not a table of strings")
+    return meta
 
 
 # ----- loading a bundle back -----------------------------------------------------------------------------------

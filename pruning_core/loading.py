@@ -22,18 +22,20 @@ person who uploaded the file; no other exception type escapes ``load_model_file`
 from __future__ import annotations
 
 import io
-import json
+import contextlib
 import pickle
 import re
 import struct
 import warnings
-import zipfile
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
+from .archives import (ArchiveError, check_pt2, check_torch_save, check_torchscript, load_exported_program,
+                       open_archive, refuse_full_unpickling)
 from .groups import fix_size_attributes
+from .limits import SizeLimitError, max_file_bytes, too_large
 from .models import ARCHITECTURES
 
 KINDS = ("builtin", "state_dict", "safetensors", "torchscript", "exported", "pickled-module")
@@ -80,14 +82,20 @@ def load_model_file(data: bytes, filename: str, architecture: str | None = None,
     """
     if architecture is not None:
         _architecture(architecture)
+    if len(data) > max_file_bytes():
+        raise ModelLoadError(too_large(filename, len(data)))
+    guard = contextlib.nullcontext() if trust_pickle else refuse_full_unpickling()
     try:
-        loaded = _load(bytes(data), filename, architecture, trust_pickle)
+        with guard:
+            loaded = _load(bytes(data), filename, architecture, trust_pickle)
+            check_tensors(loaded.model.state_dict(), filename)
     except ModelLoadError:
         raise
+    except ArchiveError as e:
+        raise ModelLoadError(str(e) if str(e).startswith(filename) else f"{filename}: {e}") from e
     except Exception as e:  # the libraries raise many types on bad bytes; the person needs one clear message
         raise ModelLoadError(f"{filename}: could not be loaded ({type(e).__name__}: {_first_line(e)}). "
                              "Check that it is a PyTorch model file and save it again.") from e
-    _check_finite(loaded.model.state_dict(), filename)
     return loaded
 
 
@@ -109,6 +117,9 @@ def build_pruned_architecture(architecture: str, state_dict: dict[str, torch.Ten
             if tensor is None or key not in state_dict or state_dict[key].shape == tensor.shape:
                 continue
             shape = tuple(state_dict[key].shape)
+            if 0 in shape and tensor.numel():
+                raise ModelLoadError(f"{key} has shape {_shape(shape)} in the file: the layer has no channels left, "
+                                     "so the model cannot compute anything. Prune less, or remove the layer.")
             if (not isinstance(mod, _SHRINKABLE) or len(shape) != tensor.ndim
                     or any(s > d for s, d in zip(shape, tensor.shape))):
                 raise ModelLoadError(
@@ -182,8 +193,14 @@ def _load(data: bytes, filename: str, architecture: str | None, trust_pickle: bo
         return _load_zip(data, filename, architecture, trust_pickle)
     if _looks_like_safetensors(data):
         return _load_safetensors(data, filename, architecture)
-    if data[:1] == b"\x80":  # a pickle protocol marker: torch.save's legacy (pre-1.6) format
-        return _load_torch_save(data, filename, architecture, trust_pickle)
+    if data[:1] == b"\x80":  # a pickle protocol marker: a raw pickle, or torch.save's legacy (pre-1.6) format
+        if trust_pickle:
+            return _load_trusted_pickle(data, filename, architecture)
+        raise ModelLoadError(
+            f"{filename} is a raw Python pickle or a checkpoint in PyTorch's legacy format (before 1.6, 2020). A "
+            "pickle can run code when loaded, and the legacy reader allocates what the file declares before "
+            "checking it, so it was not opened. Tick 'I trust this file' only if you made it, or re-save the "
+            "weights with a current PyTorch (torch.save(model.state_dict(), path)).")
     hint = " ONNX files cannot be pruned here; upload the PyTorch model instead." \
         if filename.lower().endswith(".onnx") else ""
     raise ModelLoadError(f"{filename} is not a model file this app recognises: expected a state_dict (.pt/.pth), "
@@ -191,25 +208,17 @@ def _load(data: bytes, filename: str, architecture: str | None, trust_pickle: bo
 
 
 def _load_zip(data: bytes, filename: str, architecture: str | None, trust_pickle: bool) -> LoadedModel:
-    try:
-        zf = zipfile.ZipFile(io.BytesIO(data))
-        names = zf.namelist()
-    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as e:
-        raise ModelLoadError(f"{filename} is a damaged or incomplete archive ({_first_line(e)}); it may have been "
-                             "cut off during the upload. Save or upload it again.") from e
-    # torch archives are stored uncompressed; a large expansion means a zip bomb, not a model
-    if sum(i.file_size for i in zf.infolist()) > 4 * len(data) + (64 << 20):
-        raise ModelLoadError(f"{filename} expands to far more data than it holds; it is not a PyTorch archive.")
-    rel = {n.split("/", 1)[1] if "/" in n else n: n for n in names}
-    if "archive_format" in rel and zf.read(rel["archive_format"]).strip() == b"pt2":
-        return _load_exported(data, zf, rel, filename, architecture, trust_pickle)
-    if "constants.pkl" in rel and any(n.startswith("code/") for n in rel):
+    archive = open_archive(data, filename)
+    kind = archive.kind()
+    if kind == "exported":
+        return _load_exported(data, archive, filename, architecture, trust_pickle)
+    if kind == "torchscript":
+        check_torchscript(archive, filename)
         return _load_torchscript(data, filename, architecture)
-    if "data.pkl" in rel:
+    if kind == "torch.save":
+        check_torch_save(archive, filename)
         return _load_torch_save(data, filename, architecture, trust_pickle)
-    if names and all(n.endswith(".npy") for n in names):
-        raise ModelLoadError(f"{filename} is a NumPy .npz archive, which holds data rather than a model. "
-                             "Upload it as the dataset instead.")
+    names = list(archive.entries)
     shown = ", ".join(names[:_SHOWN]) + (", ..." if len(names) > _SHOWN else "")
     raise ModelLoadError(f"{filename} is a zip archive, but not a PyTorch model (it contains {shown or 'nothing'}). "
                          "Upload a file written by torch.save, torch.jit.save or torch.export.save.")
@@ -235,6 +244,8 @@ def _load_safetensors(data: bytes, filename: str, architecture: str | None) -> L
             notes.append("Compressed sparse file (bit-mask + kept values), expanded to dense tensors with zeros.")
         else:
             state_dict = load_safetensors(data)
+    except SizeLimitError as e:
+        raise ModelLoadError(f"{filename}: {e}") from e
     except Exception as e:
         raise ModelLoadError(f"{filename} looks like a safetensors file but is damaged ({_first_line(e)}). "
                              "Save it again.") from e
@@ -268,7 +279,7 @@ def _from_state_dict(obj, filename: str, architecture: str | None, kind: str, no
     if architecture is None:
         raise ModelLoadError(f"{filename} holds only weights (a state_dict), not the model's structure. Choose the "
                              f"architecture they belong to: {', '.join(ARCHITECTURES)}.")
-    _check_finite(state_dict, filename)
+    check_tensors(state_dict, filename)  # storage and size before any value; finiteness again after the cast
     model = _architecture(architecture).build()
     dense = model.state_dict()
     for key, expected in dense.items():
@@ -350,18 +361,18 @@ def _load_torchscript(data: bytes, filename: str, architecture: str | None) -> L
     return LoadedModel(_ready(model), filename, "torchscript", architecture, _input_shape(architecture), notes)
 
 
-def _load_exported(data: bytes, zf: zipfile.ZipFile, rel: dict[str, str], filename: str, architecture: str | None,
+def _load_exported(data: bytes, archive, filename: str, architecture: str | None,
                    trust_pickle: bool) -> LoadedModel:
-    unsafe = [] if trust_pickle else _pt2_unsafe_parts(zf, rel)
-    if unsafe:
-        raise ModelLoadError(
-            f"{filename} is a torch.export archive that holds pickled Python objects or unchecked code "
-            f"({', '.join(unsafe[:_SHOWN])}), which can run code when loaded, so it was not opened. Tick 'I trust "
-            "this file' only if you made it.")
+    check_pt2(archive, filename)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            program = torch.export.load(io.BytesIO(data))
+        if trust_pickle:  # the person made the file: torch's own reader, pickled constants and all
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                program = torch.export.load(io.BytesIO(data))
+        else:
+            program = load_exported_program(archive, filename)
+    except ArchiveError:
+        raise
     except Exception as e:
         raise ModelLoadError(f"{filename} is a damaged or incompatible torch.export archive ({_first_line(e)}). "
                              f"Export it again with this PyTorch version ({torch.__version__}).") from e
@@ -398,63 +409,6 @@ def _load_trusted_pickle(data: bytes, filename: str, architecture: str | None) -
                        ["Unpickled because you said you trust this file."])
 
 
-# torch.export.load unpickles sample inputs, legacy weight files and pickled constants with weights_only=False,
-# and its graph deserialiser resolves call targets by name and parses shape expressions with sympy (eval).
-# So before loading an untrusted .pt2 we check every pickle is weights-only, every call target is a
-# torch/operator/math op and every shape expression uses sympy constructors only.
-_SAFE_TARGET = re.compile(r"^(torch\.ops\.|_operator\.|math\.)[\w.]+$")
-_EXPR_WORDS = {"positive", "negative", "nonnegative", "integer", "real", "finite", "True", "False", "oo", "zoo",
-               "nan"}
-
-
-def _pt2_unsafe_parts(zf: zipfile.ZipFile, rel: dict[str, str]) -> list[str]:
-    def weights_only_ok(name: str) -> bool:
-        try:
-            torch.load(io.BytesIO(zf.read(rel[name])), map_location="cpu", weights_only=True)
-            return True
-        except Exception:
-            return False
-
-    unsafe = []
-    for name in rel:
-        if name.endswith(".pt") and not weights_only_ok(name):
-            unsafe.append(name)
-        elif name.startswith(("data/weights/", "data/constants/")) and name.endswith(".json"):
-            folder = name.rsplit("/", 1)[0] + "/"
-            for entry in json.loads(zf.read(rel[name])).get("config", {}).values():
-                path = folder + entry.get("path_name", "")
-                if entry.get("path_name", "").startswith(("custom_obj_", "opaque_obj_")):
-                    unsafe.append(path)
-                elif entry.get("use_pickle") and (path not in rel or not weights_only_ok(path)):
-                    unsafe.append(path)
-        elif name.startswith("models/") and name.endswith(".json"):
-            unsafe += [f"{name}: {s[:60]}" for s in _unsafe_graph_strings(json.loads(zf.read(rel[name])))]
-    return unsafe
-
-
-def _unsafe_graph_strings(obj) -> list[str]:
-    found = []
-    if isinstance(obj, dict):
-        for k, v in obj.items():
-            if k == "target" and isinstance(v, str) and not _SAFE_TARGET.match(v):
-                found.append(v)
-            elif k == "expr_str" and isinstance(v, str) and not _safe_sympy_expression(v):
-                found.append(v)
-            else:
-                found += _unsafe_graph_strings(v)
-    elif isinstance(obj, list):
-        for v in obj:
-            found += _unsafe_graph_strings(v)
-    return found
-
-
-def _safe_sympy_expression(text: str) -> bool:
-    body = re.sub(r"'\w*'", "''", text)  # symbol names such as Symbol('s77', positive=True)
-    if re.search(r"[^\w\s,()=+\-*/.<>%!']", body) or "__" in body or re.search(r"\.\s*[A-Za-z_]", body):
-        return False
-    return all(w in _EXPR_WORDS or (w[0].isupper() and "_" not in w) for w in re.findall(r"\b[A-Za-z_]\w*", body))
-
-
 # ----- small helpers -------------------------------------------------------------------------------------------
 def _architecture(name: str):
     if name not in ARCHITECTURES:
@@ -474,12 +428,34 @@ def _ready(model: nn.Module) -> nn.Module:
     return model
 
 
-def _check_finite(tensors: dict[str, torch.Tensor], filename: str) -> None:
+def check_tensors(tensors: dict[str, torch.Tensor], filename: str) -> None:
+    """Loaded tensors a model can use, checked before any value is touched: plain dense CPU tensors, none
+    viewing more values than its storage holds (a stride-0 'expanded' tensor of 20000 x 20000 stored as one
+    number would be materialised by the first operation on it), within the size limit; then finite values."""
+    total = 0
+    for name, t in tensors.items():
+        if t.layout != torch.strided or t.is_quantized or t.is_nested or t.device.type != "cpu":
+            raise ModelLoadError(f"{filename}: tensor {name!r} is a {str(t.layout).removeprefix('torch.')} "
+                                 f"{'quantized ' if t.is_quantized else ''}tensor on {t.device}; the app loads plain "
+                                 "dense tensors. Save dense weights (tensor.to_dense(), dequantize()).")
+        size = t.element_size()
+        stored = t.untyped_storage().nbytes()
+        if t.numel():
+            span = t.storage_offset() + sum((n - 1) * st for n, st in zip(t.shape, t.stride())) + 1
+            if t.numel() * size > stored or span * size > stored:
+                raise ModelLoadError(
+                    f"{filename}: tensor {name!r} declares {_shape(t.shape)} = {t.numel():,} values but stores "
+                    f"{stored // size:,}: it is an expanded or overlapping view, which would be materialised in "
+                    "memory. Save contiguous tensors ({k: v.contiguous() for k, v in state_dict.items()}).")
+        total += t.numel() * size
+    if total > max_file_bytes():
+        raise ModelLoadError(too_large(f"{filename} (its tensors)", total))
     for name, t in tensors.items():
         if t.is_floating_point() and not bool(torch.isfinite(t).all()):
             bad = int((~torch.isfinite(t)).sum())
             raise ModelLoadError(f"{filename}: tensor {name!r} contains {bad} NaN or infinite values out of "
-                                 f"{t.numel()}; the checkpoint is damaged or its training diverged.")
+                                 f"{t.numel()}; the checkpoint is damaged, its training diverged, or its values "
+                                 "exceed the range of the model's precision.")
 
 
 def _shape(shape) -> str:
@@ -492,4 +468,4 @@ def _first_line(e: BaseException) -> str:
 
 
 __all__ = ["KINDS", "ExportedProgramModule", "LoadedModel", "ModelLoadError", "build_pruned_architecture",
-           "infer_architecture", "load_builtin_model", "load_model_file"]
+           "check_tensors", "infer_architecture", "load_builtin_model", "load_model_file"]
