@@ -292,6 +292,11 @@ def _from_state_dict(obj, filename: str, architecture: str | None, kind: str, no
                   if v.is_floating_point() and k in dense and v.dtype != dense[k].dtype})
     if low:
         notes.append(f"Weights stored as {', '.join(low)} were converted to the model's precision.")
+    empty = [k for k, v in state_dict.items() if k in dense and v.numel() == 0 and dense[k].numel()]
+    if empty:
+        raise ModelLoadError(f"{filename}: {empty[0]} has shape {_shape(state_dict[empty[0]].shape)}: the layer has "
+                             "no channels left, so the model cannot compute anything. Prune less, or remove the "
+                             "layer from the architecture.")
     narrower = [k for k, v in state_dict.items() if k in dense and v.shape != dense[k].shape]
     if set(state_dict) == set(dense) and narrower:
         try:
