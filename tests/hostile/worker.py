@@ -67,7 +67,7 @@ def _child(case: dict, out_fd: int) -> None:
     try:
         result = _run(case)
     except OURS as e:
-        result = {"outcome": "error", "type": type(e).__name__, "message": str(e)}
+        result = {"outcome": "error", "type": type(e).__name__, "message": str(e)[:4000]}
     except BaseException as e:  # noqa: BLE001 - everything else is what the test reports
         result = {"outcome": "other-exception", "type": type(e).__name__, "message": str(e)[:2000]}
     result["peak_mb"] = round((_status_kb("VmHWM") - base_rss) / 1024, 1)
@@ -100,12 +100,12 @@ def main(cases_path: str, results_path: str) -> None:
             os.waitpid(pid, 0)
         with os.fdopen(read_fd, "rb") as f:
             line = f.read().decode().strip()
-        if line:
-            result = json.loads(line)
-        elif status is None:
-            result = {"outcome": "timeout"}
-        else:
-            result = {"outcome": "crashed", "status": status}
+        try:
+            result = json.loads(line) if line else None
+        except ValueError:
+            result = {"outcome": "crashed", "output": line[:500]}
+        if result is None:
+            result = {"outcome": "timeout"} if status is None else {"outcome": "crashed", "status": status}
         result["seconds"] = round(time.perf_counter() - start, 2)
         results[case["id"]] = result
     Path(results_path).write_text(json.dumps(results, indent=1))
