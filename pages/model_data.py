@@ -10,6 +10,27 @@ from pruning_core import GroupError
 ui.require_session()
 st.title("Model & data")
 ss = st.session_state
+LIMIT_HELP = (f"Up to {ui.upload_limit_mb()} MB per file (`server.maxUploadSize`); a larger file is refused before "
+              "it is sent. Every uploaded file is treated as untrusted.")
+
+
+def upload_status(field: str, file) -> None:
+    """Under an uploader: the file the server actually holds (what Load will use), or the file just refused."""
+    if refused := ui.refused_upload(field):
+        st.error(refused.message(), icon="⚠️")
+    elif file is not None:
+        st.caption(f"Load will use **{ui.plain(file.name)}** ({ui.fmt_bytes(file.size)}).")
+
+
+def chosen_file(field: str, file, missing: str):
+    """The uploaded file Load uses; a refused file is named rather than silently replaced by an earlier one."""
+    if file is not None:
+        return file
+    error = ui.ModelLoadError if field == "model" else ui.DataError
+    refused = ui.refused_upload(field)
+    raise error(refused.message() if refused else missing)
+
+
 model_col, data_col = st.columns(2)
 
 with model_col:
@@ -21,7 +42,9 @@ with model_col:
                                **ui.keep("md_builtin", ui.DEMO_MODEL))
     else:
         model_file = st.file_uploader("Model file: TorchScript, torch.export (.pt2), state_dict (.pt/.pth) "
-                                      "or .safetensors", key="md_model_file")
+                                      "or .safetensors", key=ui.uploader_key(ui.MODEL_DATA_UPLOADERS["model"][0]),
+                                      on_change=ui.forget_refused, args=("model",), help=LIMIT_HELP)
+        upload_status("model", model_file)
         arch = st.selectbox("Architecture the weights belong to (state_dict and safetensors only)",
                             ["", *ui.ARCHITECTURE_CHOICES],
                             format_func=lambda a: ui.ARCHITECTURES[a].title if a else
@@ -35,7 +58,9 @@ with data_col:
                            **ui.keep("md_data_source", "Bundled digits"))
     if data_source == "Upload .npz":
         data_file = st.file_uploader("An .npz with arrays X (N, ...) and y (N,) of integer labels",
-                                     type=["npz"], key="md_data_file")
+                                     type=["npz"], key=ui.uploader_key(ui.MODEL_DATA_UPLOADERS["data"][0]),
+                                     on_change=ui.forget_refused, args=("data",), help=LIMIT_HELP)
+        upload_status("data", data_file)
     else:
         st.caption("scikit-learn's 8x8 handwritten digits, 1,797 images, 10 classes: fits the digits models.")
 
@@ -43,20 +68,19 @@ if st.button("Load model and data", type="primary"):
     try:
         if source == "Built-in":
             model_src = ui.ModelSource(builtin=builtin)
-        elif model_file is None:
-            raise ui.ModelLoadError("Choose a model file to upload first.")
         else:
+            model_file = chosen_file("model", model_file, "Choose a model file to upload first.")
             model_src = ui.ModelSource(data=model_file.getvalue(), filename=model_file.name,
                                        architecture=arch or None, trust_pickle=trust)
         if data_source == "Bundled digits":
             data_src = ui.DataSource()
-        elif data_file is None:
-            raise ui.DataError("Choose an .npz file to upload first.")
         else:
+            data_file = chosen_file("data", data_file, "Choose an .npz file to upload first.")
             data_src = ui.DataSource(data=data_file.getvalue(), filename=data_file.name)
         with st.spinner("Loading and checking the model on the data…"):
             ui.open_workbench(model_src, data_src)
-        st.success(f"Loaded {ss['model_info']['name']} on {ss['data_info']['name']}.")
+        ui.forget_refused()
+        st.success(f"Loaded {ui.plain(ss['model_info']['name'])} on {ui.plain(ss['data_info']['name'])}.")
     except Exception as e:  # every failure keeps the previous model and data
         ui.show_error(e, "Nothing was changed")
 
@@ -95,3 +119,6 @@ with groups_col:
                    + "".join(f" Skipped {n}: {r}." for n, r in groups.skipped))
     except GroupError as e:
         st.warning(f"Structured methods are unavailable for this model: {e} Unstructured methods still work.")
+
+# last, so that its (empty) element adds no gap above the page's content
+ui.watch_uploads(ui.MODEL_DATA_UPLOADERS)

@@ -114,3 +114,71 @@ def test_first_visit_straight_to_a_page_goes_through_the_router():
     assert at.title[0].value == "Model & data" and _model_name(at) == "digits-resnet"
     at.switch_page("pages/sweep.py").run()
     assert not at.exception and at.title[0].value == "Sweep"
+
+
+# ----- files the browser refuses (over the upload limit, wrong type) ----------------------------------------
+# Streamlit's uploader refuses such a file in the browser and keeps the file it held before, without telling
+# the server. The page's watcher reports the refused file (a browser-only step, covered by
+# tests/e2e/test_hostile_uploads.py); here the report is fed to explorer_ui.note_refused as the watcher does.
+
+
+def _refuse(at, field: str, name: str, size: int, reason: str = "size"):
+    import explorer_ui as ui
+
+    ui.note_refused(at.session_state, ui.MODEL_DATA_UPLOADERS,
+                    {"field": field, "name": name, "size": size, "reason": reason})
+    return at.run()
+
+
+def test_the_uploader_says_which_file_load_will_use(app):
+    at = _upload_model(app, "whole.pt", b"\x80\x04 not a checkpoint")
+    assert any("Load will use **whole\\.pt** (" in c.value for c in at.caption)
+
+
+def test_a_refused_file_is_named_and_the_file_chosen_before_is_not_loaded(app):
+    before = _metric(app, "Dense accuracy")
+    mlp = save(load_file(str(ARCHITECTURES["digits-mlp"].weights_path)))
+    app.radio(key="_md_model_source").set_value("Upload a file").run()
+    app.file_uploader(key="md_model_file").upload("chosen-before.safetensors", mlp, "application/octet-stream")
+    app.selectbox(key="_md_arch").set_value("digits-mlp").run()
+    at = _refuse(app, "model", "huge.pt", 300 * 2**20)
+    # the uploader was replaced by an empty one, and the page names the refused file, the limit and the fix
+    assert at.file_uploader(key="md_model_file_1").value is None
+    assert not any("Load will use" in c.value for c in at.caption)
+    refused = at.error[0].value
+    assert "**huge\\.pt** (300.0 MB) was refused" in refused
+    assert "200 MB" in refused and "--server.maxUploadSize" in refused and "config.toml" in refused
+    at = at.button[0].click().run()
+    assert "Nothing was changed: **huge\\.pt**" in at.error[-1].value and "refused" in at.error[-1].value
+    assert _model_name(at) == "digits-resnet" and _metric(at, "Dense accuracy") == before
+    assert not at.exception
+    # a new file clears the note and is what Load uses
+    at.file_uploader(key="md_model_file_1").upload("mlp.safetensors", mlp, "application/octet-stream").run()
+    assert not at.error and any("Load will use **mlp\\.safetensors**" in c.value for c in at.caption)
+    at = at.button[0].click().run()
+    assert not at.error and _model_name(at) == "mlp.safetensors"
+
+
+def test_a_refused_npz_is_named_and_the_bundled_digits_stay(app):
+    at = _upload_data(app, "ok.npz", _npz(X=np.zeros((40, 1, 8, 8), np.float32), y=np.arange(40) % 10))
+    data_before = at.session_state["data_info"]["name"]
+    at = _refuse(at, "data", "digits.csv", 12, reason="type")
+    assert "digits\\.csv" in at.error[0].value and ".npz files are accepted" in at.error[0].value
+    at = at.button[0].click().run()
+    assert "digits\\.csv" in at.error[-1].value
+    assert at.session_state["data_info"]["name"] == data_before and not at.exception
+
+
+def test_a_forged_refusal_report_is_checked():
+    import explorer_ui as ui
+
+    state: dict = {}
+    assert ui.note_refused(state, ui.MODEL_DATA_UPLOADERS, {"field": "wb", "name": "x"}) is None
+    assert ui.note_refused(state, ui.MODEL_DATA_UPLOADERS, "not a dict") is None and state == {}
+    refused = ui.note_refused(state, ui.MODEL_DATA_UPLOADERS,
+                              {"field": "model", "name": "![x](http://example.com/a.png)" * 20, "size": True,
+                               "reason": "<script>"})
+    assert refused.size == 0 and refused.reason == "size" and len(refused.name) <= 200
+    assert state["md_model_file__generation"] == 1
+    shown = ui.plain(refused.name)
+    assert "![" not in shown and "](" not in shown and len(shown) < 400
