@@ -87,7 +87,7 @@ if st.button("Load model and data", type="primary"):
 st.divider()
 wb, info, data = ui.workbench(), ss["model_info"], ss["data_info"]
 dense = wb.dense_metrics()
-st.subheader(f"{info['name']} on {data['name']}")
+st.subheader(f"{ui.plain(info['name'])} on {ui.plain(data['name'])}")
 for note in info["notes"]:
     st.info(note)
 cols = st.columns(5)
