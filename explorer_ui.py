@@ -403,11 +403,17 @@ def plan_picker() -> tuple[str, float]:
 
 
 def parse_ratios(text: str) -> list[float]:
-    """A comma (or space) separated list of ratios, each validated; raises PlanError with the reason."""
+    """A comma (or space) separated list of ratios, each validated, rounded to 4 decimals, sorted and with repeats
+    merged; raises PlanError with the reason, also for more ratios than one sweep may have (counted first)."""
+    from pruning_core.limits import max_ratios, too_many_ratios
+
     parts = [p for p in text.replace(";", ",").replace(" ", ",").split(",") if p.strip()]
     if not parts:
         raise PlanError("Enter at least one ratio, for example 0, 0.3, 0.5, 0.7, 0.9.")
-    return sorted({round(check_ratio(p.strip()), 4) for p in parts})
+    if len(parts) > max_ratios():
+        raise PlanError(too_many_ratios(len(parts)))
+    # checked again after rounding: 0.99996 rounds to 1
+    return sorted({check_ratio(round(check_ratio(p.strip()), 4)) for p in parts})
 
 
 # ----- sweeps ----------------------------------------------------------------------------------------------

@@ -60,6 +60,7 @@ def results() -> None:
     ratio = st.select_slider("Scrub the results: pruning ratio", ratios, format_func=lambda r: f"{r:.2f}",
                              **ui.keep("sweep_ratio", nearest, options=ratios, on_change=_select_ratio))
     at = result.at(ratio).set_index("method")
+    at = at[~at.index.duplicated(keep="last")]  # one row per method, even from a record made before merging
     best = at["accuracy"].idxmax()
     cols = st.columns(4)
     cols[0].metric(f"Best accuracy at ratio {ratio:.2f}", f"{at.loc[best, 'accuracy']:.2%}",

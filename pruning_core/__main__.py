@@ -19,9 +19,13 @@ one line to stderr and exits with status 2.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
+import math
+import stat
 import sys
+import tempfile
 from pathlib import Path
 
 import torch
@@ -30,6 +34,7 @@ from .checks import CHECKS, format_table, run_check
 from .data import DataError, load_digits, load_npz
 from .export import FORMATS, ExportError, export_plan, format_report
 from .groups import GroupError
+from .limits import max_file_bytes, max_ratios, too_large, too_many_ratios
 from .loading import LoadedModel, ModelLoadError, load_builtin_model, load_model_file
 from .methods import REGISTRY, make_method
 from .models import ARCHITECTURES, DEMO_MODELS
@@ -128,6 +133,11 @@ def _methods(args) -> int:
 def _sweep(args) -> int:
     methods = _method_keys(args.methods)
     ratios = _ratios(args)
+    with _removed_if_failed(_output_folder(args.out, "--out")):  # an unwritable folder fails before the work
+        return _sweep_into(args, methods, ratios)
+
+
+def _sweep_into(args, methods: list[str], ratios: list[float]) -> int:
     loaded, wb = _workbench(args)
     total = len(methods) * len(ratios)
 
@@ -140,31 +150,41 @@ def _sweep(args) -> int:
     result = run_sweep(wb, methods, ratios, args.structured, progress)
     result.meta.update({"model_file": str(args.weights) if args.weights else None, "kind": loaded.kind,
                         "architecture": loaded.architecture})
-    args.out.mkdir(parents=True, exist_ok=True)
     points_csv, layers_csv = result.to_csv()
-    (args.out / "sweep.json").write_text(result.to_json())
-    (args.out / "points.csv").write_text(points_csv)
-    (args.out / "layers.csv").write_text(layers_csv)
+    for name, text in (("sweep.json", result.to_json()), ("points.csv", points_csv), ("layers.csv", layers_csv)):
+        _write(args.out / name, text.encode(), "--out")
     print(result.points[_TABLE_COLUMNS].to_string(index=False, float_format=lambda v: f"{v:.4f}"))
     _log(f"wrote {args.out / 'sweep.json'}, points.csv, layers.csv")
     return 0
 
 
 def _export(args) -> int:
-    (method,) = _method_keys(args.method)
+    methods = _method_keys(args.method)
+    if len(methods) != 1:
+        raise UsageError(f"--method takes exactly one method, got {len(methods)} ({', '.join(methods)}); "
+                         "export one plan at a time")
+    (method,) = methods
     ratio = _ratio(args.ratio)
+    if not (math.isfinite(args.atol) and args.atol >= 0):
+        raise UsageError(f"--atol {args.atol:g} is not a valid tolerance: it must be a finite number >= 0")
+    if args.latency_repeats < 1:
+        raise UsageError(f"--latency-repeats must be at least 1, got {args.latency_repeats}")
     formats = [f.strip() for f in args.formats.split(",") if f.strip()]
     bad = [f for f in formats if f not in FORMATS]
     if bad:
         raise UsageError(f"unknown export format {bad[0]!r}; choose from {', '.join(FORMATS)}")
+    with _removed_if_failed(_output_file(args.out, "--out")):  # an unwritable file fails before the work
+        return _export_to(args, method, ratio, formats)
+
+
+def _export_to(args, method: str, ratio: float, formats: list[str]) -> int:
     loaded, wb = _workbench(args)
     _log(f"planning {method} at ratio {ratio:g} on {wb.device}")
     plan = make_method(method).prepare(wb).plan(ratio)
     _log("exporting and verifying " + ", ".join(formats))
-    bundle = export_plan(wb, plan, formats, atol=args.atol, latency_repeats=max(1, args.latency_repeats),
+    bundle = export_plan(wb, plan, formats, atol=args.atol, latency_repeats=args.latency_repeats,
                          architecture=loaded.architecture)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_bytes(bundle.zip_bytes)
+    _write(args.out, bundle.zip_bytes, "--out")
     print(format_report(bundle.report), end="")
     _log(f"wrote {args.out} ({len(bundle.zip_bytes):,} bytes)")
     return 0
@@ -175,6 +195,11 @@ def _check(args) -> int:
     unknown = [k for k in keys if k not in CHECKS]
     if unknown or not keys:
         raise UsageError(f"unknown check {unknown[0] if unknown else args.checks!r}; available: {', '.join(CHECKS)}")
+    with _removed_if_failed(_output_file(args.json, "--json") if args.json else []):  # checked before the work
+        return _check_with(args, keys)
+
+
+def _check_with(args, keys: list[str]) -> int:
     if args.weights:
         args.model = None
         benches = [_workbench(args)[1]]
@@ -201,9 +226,9 @@ def _check(args) -> int:
     for t in timings:
         print(f"{t['check']:8} on {t['model']:16} {t['seconds']:8.1f} s")
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"quick": args.quick, "timings": timings,
-                                         "results": [dataclasses.asdict(r) for r in results]}, indent=1))
+        _write(args.json, json.dumps({"quick": args.quick, "timings": timings,
+                                      "results": [dataclasses.asdict(r) for r in results]}, indent=1).encode(),
+               "--json")
     return 0
 
 
@@ -225,10 +250,12 @@ def _ratio(text: str) -> float:
 
 def _ratios(args) -> list[float]:
     if args.ratios is not None:
-        ratios = [_ratio(r) for r in args.ratios.split(",") if r.strip()]
-        if not ratios:
+        parts = [r for r in args.ratios.split(",") if r.strip()]
+        if not parts:
             raise UsageError("--ratios needs at least one ratio")
-        return ratios
+        if len(parts) > max_ratios():  # counted before any is converted
+            raise UsageError(too_many_ratios(len(parts)))
+        return sorted({_ratio(r) for r in parts})  # sorted, repeats merged: one point per method and ratio
     start, stop, steps = args.grid
     try:
         return ratio_grid(float(start), float(stop), int(steps))
@@ -242,24 +269,98 @@ def _workbench(args) -> tuple[LoadedModel, Workbench]:
     if args.device == "cuda" and not torch.cuda.is_available():
         raise UsageError("CUDA is not available on this machine; use --device cpu")
     if args.weights:
-        try:
-            data = args.weights.read_bytes()
-        except OSError as e:
-            raise UsageError(f"cannot read {args.weights}: {e.strerror or e}")
-        loaded = load_model_file(data, args.weights.name, args.architecture, args.trust_pickle)
+        loaded = load_model_file(_read_input(args.weights), args.weights.name, args.architecture, args.trust_pickle)
     else:
         loaded = load_builtin_model(args.model or "digits-resnet")
     if args.data:
-        try:
-            splits = load_npz(args.data.read_bytes(), args.data.name)
-        except OSError as e:
-            raise UsageError(f"cannot read {args.data}: {e.strerror or e}")
+        splits = load_npz(_read_input(args.data), args.data.name)
     else:
         splits = load_digits()
     _log(f"model {loaded.name} ({loaded.kind}), data {splits.name}")
     for note in loaded.notes:
         _log(f"note: {note}")
     return loaded, Workbench(loaded.model, splits, device=args.device, name=loaded.name)
+
+
+def _read_input(path: Path) -> bytes:
+    """A model or data file's bytes. Its size on disk is checked against ``max_file_bytes()`` before anything is
+    read, and a folder, device or pipe is refused rather than read."""
+    limit = max_file_bytes()
+    try:
+        info = path.stat()
+        if stat.S_ISDIR(info.st_mode):
+            raise UsageError(f"cannot read {path}: it is a folder, not a file")
+        if not stat.S_ISREG(info.st_mode):
+            raise UsageError(f"cannot read {path}: not a regular file")
+        if info.st_size > limit:
+            raise UsageError(too_large(f"{path.name} ({info.st_size:,} bytes on disk)", info.st_size))
+        with path.open("rb") as f:
+            data = f.read(limit + 1)  # never more than the limit, even if the file grew since
+    except OSError as e:
+        raise UsageError(f"cannot read {path}: {e.strerror or e}")
+    if len(data) > limit:
+        raise UsageError(too_large(f"{path.name} (over {limit:,} bytes)", len(data)))
+    return data
+
+
+def _output_folder(folder: Path, flag: str, target: Path | None = None) -> list[Path]:
+    """Create ``folder`` (and its parents) and check that a file can be written in it. Returns the folders this
+    created, outermost first, so that a run that fails can remove them again. ``target``: the path the message
+    names (the file to be written in ``folder``; default the folder itself)."""
+    target = target or folder
+    missing: list[Path] = []
+    try:
+        if folder.exists() and not folder.is_dir():
+            raise UsageError(f"cannot write {flag} {target}: "
+                             f"{'it' if target == folder else folder} is a file, not a folder")
+        missing = [p for p in (folder, *folder.parents) if not p.exists()][::-1]
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as e:
+        _remove_empty(missing)
+        raise UsageError(f"cannot write {flag} {target}: {e.strerror or e}")
+    return missing
+
+
+def _output_file(path: Path, flag: str) -> list[Path]:
+    """Check that the file ``path`` can be written, creating its folder if needed, without changing the file."""
+    created = _output_folder(path.parent, flag, path)
+    try:
+        if path.is_dir():
+            raise UsageError(f"cannot write {flag} {path}: it is a folder, not a file")
+        if path.exists():
+            with path.open("ab"):  # opened for appending, nothing written: its contents stay as they are
+                pass
+    except OSError as e:
+        raise UsageError(f"cannot write {flag} {path}: {e.strerror or e}")
+    return created
+
+
+def _write(path: Path, data: bytes, flag: str) -> None:
+    try:
+        path.write_bytes(data)
+    except OSError as e:
+        raise UsageError(f"cannot write {flag} {path}: {e.strerror or e}")
+
+
+@contextlib.contextmanager
+def _removed_if_failed(folders: list[Path]):
+    """Remove the output folders this run created if it fails: a failed run leaves nothing behind."""
+    try:
+        yield
+    except BaseException:
+        _remove_empty(folders)
+        raise
+
+
+def _remove_empty(folders: list[Path]) -> None:
+    """Remove the folders a failed run created (innermost first), as long as they are still empty."""
+    for folder in reversed(folders):
+        try:
+            folder.rmdir()
+        except OSError:
+            return
 
 
 def _log(message: str) -> None:

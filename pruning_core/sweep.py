@@ -17,7 +17,8 @@ from typing import Callable, Iterable, Iterator
 import pandas as pd
 
 from .methods import REGISTRY, Method, make_method
-from .plan import check_ratio
+from .limits import max_ratios, too_many_ratios
+from .plan import PlanError, check_ratio
 from .workbench import Workbench
 
 POINT_COLUMNS = ["method", "label", "granularity", "ratio", "accuracy", "loss", "agreement", "params",
@@ -27,12 +28,21 @@ LAYER_COLUMNS = ["method", "ratio", "layer", "kept_fraction", "kept_channels", "
 
 
 def ratio_grid(start: float = 0.0, stop: float = 0.9, steps: int = 10) -> list[float]:
-    """``steps`` evenly spaced ratios from ``start`` to ``stop`` inclusive, rounded to 4 decimals."""
+    """``steps`` evenly spaced ratios from ``start`` to ``stop`` inclusive, rounded to 4 decimals, sorted, and
+    with duplicates merged (``ratio_grid(0.5, 0.5, 3) == [0.5]``), so a list may be shorter than ``steps``.
+
+    Raises ``PlanError`` (a ``ValueError``) for an invalid ratio, fewer than one step, or more steps than one sweep
+    may evaluate (``limits.max_ratios()``); the step count is checked before any list is built."""
     if steps < 1:
-        raise ValueError("a ratio grid needs at least one step")
+        raise PlanError(f"A ratio grid needs at least one step, got {steps}.")
+    if steps > max_ratios():
+        raise PlanError(too_many_ratios(steps))
+    steps = int(steps)
+    start, stop = check_ratio(start), check_ratio(stop)
     if steps == 1:
-        return [round(check_ratio(start), 4)]
-    return [round(check_ratio(start + (stop - start) * i / (steps - 1)), 4) for i in range(steps)]
+        return [check_ratio(round(start, 4))]
+    # rounding may move a ratio just below 1 onto 1: each value is checked after rounding
+    return sorted({check_ratio(round(start + (stop - start) * i / (steps - 1), 4)) for i in range(steps)})
 
 
 @dataclass
@@ -49,7 +59,12 @@ class SweepResult:
 
     @classmethod
     def from_points(cls, points: Iterable[SweepPoint], meta: dict | None = None) -> "SweepResult":
-        points = list(points)
+        # one row per (method, ratio): a point measured again replaces the earlier one (kept in the first one's
+        # place), so a repeated ratio can never give a method two rows at one ratio
+        unique: dict[tuple, SweepPoint] = {}
+        for p in points:
+            unique[(p.row["method"], round(float(p.row["ratio"]), 9))] = p
+        points = list(unique.values())
         rows = pd.DataFrame([p.row for p in points], columns=POINT_COLUMNS)
         layers = pd.DataFrame([r for p in points for r in p.layers], columns=LAYER_COLUMNS)
         return cls(rows, layers, meta or {})

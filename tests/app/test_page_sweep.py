@@ -105,3 +105,45 @@ def test_the_cached_dense_model_is_never_mutated(app):
     on_disk = load_file(str(ARCHITECTURES["digits-resnet"].weights_path))
     state = cached.state_dict()
     assert all(torch.equal(state[k], v) for k, v in on_disk.items())
+
+
+def _grid_sweep(app, start, stop, steps):
+    at = app.switch_page("pages/sweep.py").run()
+    at.multiselect(key="_sweep_methods").set_value(["magnitude-global", "group-l1"])
+    at.number_input(key="_sweep_start").set_value(start)
+    at.number_input(key="_sweep_stop").set_value(stop)
+    at.number_input(key="_sweep_steps").set_value(steps)
+    return at.button[0].click().run()
+
+
+def test_a_grid_of_one_repeated_ratio_gives_one_point_per_method(app):
+    at = _grid_sweep(app, 0.5, 0.5, 3)
+    assert not at.exception and not at.error
+    record = at.session_state["sweeps"][at.session_state["wb_key"]]
+    assert record["settings"]["ratios"] == [0.5] and record["planned"] == 2 and record["finished"]
+    points = explorer_ui.sweep_result(record).points
+    assert sorted(points["method"]) == ["group-l1", "magnitude-global"] and set(points["ratio"]) == {0.5}
+    assert "Best accuracy at ratio 0.50" in _metrics(at)
+    at.switch_page("pages/layers.py").run()
+    at.switch_page("pages/sweep.py").run()
+    assert not at.exception and "Best accuracy at ratio 0.50" in _metrics(at)
+
+
+def test_a_stored_record_with_repeated_points_still_renders(app):
+    at = _sweep_page(app, methods=["magnitude-global", "group-l1"], ratios="0.5")
+    record = at.session_state["sweeps"][at.session_state["wb_key"]]
+    record["points"] = record["points"] * 3  # what a sweep over 0.5, 0.5, 0.5 stored before ratios were merged
+    record["planned"] = len(record["points"])
+    record.pop("result", None)
+    at.switch_page("pages/layers.py").run()
+    at.switch_page("pages/sweep.py").run()
+    assert not at.exception
+    assert "Best accuracy at ratio 0.50" in _metrics(at)
+    assert len(explorer_ui.sweep_result(record).points) == 2
+
+
+def test_too_many_ratios_are_refused(app):
+    at = _sweep_page(app, ratios=", ".join(["0.5"] * 1000))
+    assert not at.exception
+    assert at.error and "1,000 ratios were asked for; one sweep evaluates at most 200" in at.error[0].value
+    assert at.session_state["sweeps"].get(at.session_state["wb_key"]) is None

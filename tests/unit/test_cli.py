@@ -1,8 +1,11 @@
 """The command line: sweeps write JSON/CSV the app can read back, exports write a verified bundle, and bad input
 exits with status 2 and one clear line on stderr (no traceback)."""
 
+import errno
+import os
 import subprocess
 import sys
+import time
 import zipfile
 from pathlib import Path
 
@@ -128,3 +131,143 @@ def test_check_rejects_unknown_checks_and_models(capsys):
     assert "unknown check 'nope'" in capsys.readouterr().err
     assert main(["check", "--models", "nope"]) == 2
     assert "unknown model 'nope'" in capsys.readouterr().err
+
+
+def _one_error_line(capsys) -> str:
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and err.count("\n") == 1 and err.startswith("error: "), err
+    return err
+
+
+def test_export_takes_exactly_one_method(tmp_path, capsys):
+    assert main(["export", "--method", "group-l1,magnitude-global", "--ratio", "0.5",
+                 "--out", str(tmp_path / "b.zip")]) == 2
+    assert "--method takes exactly one method, got 2 (group-l1, magnitude-global)" in _one_error_line(capsys)
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--atol", "nan"], "--atol nan is not a valid tolerance: it must be a finite number >= 0"),
+    (["--atol", "-1"], "--atol -1 is not a valid tolerance"),
+    (["--atol", "inf"], "--atol inf is not a valid tolerance"),
+    (["--latency-repeats", "0"], "--latency-repeats must be at least 1, got 0"),
+    (["--latency-repeats", "-3"], "--latency-repeats must be at least 1, got -3"),
+])
+def test_export_refuses_bad_tolerance_and_repeats(extra, message, tmp_path, capsys):
+    assert main(["export", "--method", "group-l1", "--ratio", "0.5", *extra, "--out", str(tmp_path / "b.zip")]) == 2
+    assert message in _one_error_line(capsys)
+    assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["sweep", "--methods", "random", "--grid", "0", "0.9", "1000000000", "--out", "{tmp}/x"],
+     "bad --grid 0 0.9 1000000000: 1,000,000,000 ratios were asked for; one sweep evaluates at most 200"),
+    (["sweep", "--methods", "random", "--ratios", ",".join(["0.5"] * 201), "--out", "{tmp}/x"],
+     "201 ratios were asked for"),
+    (["sweep", "--methods", "random", "--ratios", "0.5", "--out", "{tmp}/file/x"], "cannot write --out {tmp}/file/x"),
+    (["sweep", "--methods", "random", "--ratios", "0.5", "--out", "{tmp}/file"],
+     "cannot write --out {tmp}/file: it is a file, not a folder"),
+    (["export", "--method", "random", "--ratio", "0.5", "--out", "{tmp}/file/b.zip"],
+     "cannot write --out {tmp}/file/b.zip"),
+    (["export", "--method", "random", "--ratio", "0.5", "--out", "{tmp}"],
+     "cannot write --out {tmp}: it is a folder, not a file"),
+    (["check", "--checks", "id", "--models", "digits-mlp", "--json", "{tmp}/file/c.json"],
+     "cannot write --json {tmp}/file/c.json"),
+])
+def test_refused_before_any_work(argv, message, tmp_path, capsys, monkeypatch):
+    import pruning_core.__main__ as cli
+
+    def no_work(args):
+        raise AssertionError("the model was loaded before the arguments were checked")
+
+    monkeypatch.setattr(cli, "_workbench", no_work)
+    (tmp_path / "file").write_text("a regular file")
+    t0 = time.perf_counter()
+    assert main([a.replace("{tmp}", str(tmp_path)) for a in argv]) == 2
+    assert time.perf_counter() - t0 < 2
+    assert message.replace("{tmp}", str(tmp_path)) in _one_error_line(capsys)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]  # no folder left behind
+
+
+def test_ratio_lists_are_sorted_and_merged():
+    from pruning_core.__main__ import _ratios, build_parser
+
+    args = build_parser().parse_args(["sweep", "--methods", "random", "--ratios", "0.5,0.5, 0,0.50,0.3",
+                                      "--out", "x"])
+    assert _ratios(args) == [0.0, 0.3, 0.5]
+
+
+def test_a_failed_final_write_is_one_line(tmp_path, capsys, monkeypatch):
+    def full_disk(self, data):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Path, "write_bytes", full_disk)
+    assert main(["sweep", "--model", "digits-mlp", "--methods", "random", "--ratios", "0.5", "--device", "cpu",
+                 "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    written = tmp_path / "run" / "sweep.json"
+    assert err.splitlines()[-1] == f"error: cannot write --out {written}: No space left on device"
+
+
+@pytest.mark.parametrize("flag", ["--weights", "--data"])
+def test_input_files_above_the_limit_are_refused_unread(flag, tmp_path, capsys, monkeypatch):
+    import pruning_core.__main__ as cli
+
+    def unread(*args, **kwargs):
+        raise AssertionError("the file was read")
+
+    monkeypatch.setattr(cli, "load_model_file", unread)
+    monkeypatch.setattr(cli, "load_npz", unread)
+    monkeypatch.setattr(Path, "open", unread)
+    monkeypatch.setattr(Path, "read_bytes", unread)
+    monkeypatch.setenv("PRUNING_EXPLORER_MAX_FILE_MB", "1")
+    big = tmp_path / "big.bin"
+    with open(big, "wb") as f:
+        f.truncate(2 << 20)  # sparse: 2 MiB on disk, nothing written
+    argv = ["sweep", "--methods", "random", "--ratios", "0.5", "--device", "cpu", "--out", str(tmp_path / "x"),
+            flag, str(big)]
+    if flag == "--data":
+        argv += ["--model", "digits-mlp"]
+    assert main(argv) == 2
+    err = _one_error_line(capsys)
+    assert "big.bin (2,097,152 bytes on disk) would take 2 MiB in memory, above this server's limit of 1 MiB" in err
+    assert "PRUNING_EXPLORER_MAX_FILE_MB" in err
+
+
+@pytest.mark.parametrize("flag", ["--weights", "--data"])
+def test_input_paths_that_are_folders_or_missing(flag, tmp_path, capsys):
+    base = ["sweep", "--methods", "random", "--ratios", "0.5", "--device", "cpu", "--out", str(tmp_path / "x")]
+    if flag == "--data":
+        base += ["--model", "digits-mlp"]
+    assert main([*base, flag, str(tmp_path)]) == 2
+    assert f"cannot read {tmp_path}: it is a folder, not a file" in _one_error_line(capsys)
+    assert main([*base, flag, str(tmp_path / "missing.npz")]) == 2
+    assert f"cannot read {tmp_path / 'missing.npz'}: No such file or directory" in _one_error_line(capsys)
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() == 0, reason="root may write to read-only folders")
+def test_read_only_output_folder(tmp_path, capsys):
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    try:
+        assert main(["sweep", "--methods", "random", "--ratios", "0.5", "--out", str(locked / "run")]) == 2
+        assert f"cannot write --out {locked / 'run'}: Permission denied" in _one_error_line(capsys)
+        assert main(["sweep", "--methods", "random", "--ratios", "0.5", "--out", str(locked)]) == 2
+        assert f"cannot write --out {locked}: Permission denied" in _one_error_line(capsys)
+    finally:
+        locked.chmod(0o700)
+
+
+def test_an_output_folder_that_refuses_files(tmp_path, capsys, monkeypatch):
+    """What a read-only folder does for a user who is not root (root may write anywhere, so it is simulated)."""
+    import pruning_core.__main__ as cli
+
+    def refused(*args, **kwargs):
+        raise PermissionError(errno.EACCES, "Permission denied")
+
+    monkeypatch.setattr(cli.tempfile, "TemporaryFile", refused)
+    assert main(["sweep", "--methods", "random", "--ratios", "0.5", "--out", str(tmp_path / "a" / "run")]) == 2
+    assert f"cannot write --out {tmp_path / 'a' / 'run'}: Permission denied" in _one_error_line(capsys)
+    assert not any(tmp_path.iterdir())  # the folders it created are removed again
+    assert main(["export", "--method", "random", "--ratio", "0.5", "--out", str(tmp_path / "b.zip")]) == 2
+    assert f"cannot write --out {tmp_path / 'b.zip'}: Permission denied" in _one_error_line(capsys)

@@ -64,3 +64,52 @@ def test_ratio_grid_validates():
 
     with pytest.raises(PlanError):
         ratio_grid(0, 1.0, 5)
+
+
+def test_ratio_grid_merges_repeated_ratios_and_sorts():
+    assert ratio_grid(0.5, 0.5, 3) == [0.5]  # three steps on one value: one ratio, not three
+    assert ratio_grid(0.9, 0.0, 4) == [0.0, 0.3, 0.6, 0.9]
+    assert ratio_grid(0.0, 0.0003, 7) == [0.0, 0.0001, 0.0002, 0.0003]  # 4-decimal rounding merges neighbours
+
+
+def test_ratio_grid_checks_each_ratio_after_rounding():
+    from pruning_core import PlanError
+
+    with pytest.raises(PlanError, match="remove every weight"):
+        ratio_grid(0.99996, 0.99996, 1)  # rounds to 1
+
+
+def test_ratio_grid_refuses_too_many_steps_before_building_a_list(monkeypatch):
+    import time
+
+    from pruning_core import PlanError
+
+    t0 = time.perf_counter()
+    with pytest.raises(PlanError, match="1,000,000,000 ratios were asked for; one sweep evaluates at most 200"):
+        ratio_grid(0.0, 0.9, 10**9)
+    assert time.perf_counter() - t0 < 0.5
+    assert len(ratio_grid(0.0, 0.9, 200)) == 200
+    monkeypatch.setenv("PRUNING_EXPLORER_MAX_RATIOS", "5")
+    assert len(ratio_grid(0.0, 0.8, 5)) == 5
+    with pytest.raises(PlanError, match="PRUNING_EXPLORER_MAX_RATIOS"):
+        ratio_grid(0.0, 0.8, 6)
+    with pytest.raises(PlanError, match="at least one step"):
+        ratio_grid(0.0, 0.8, 0)
+
+
+def test_from_points_keeps_one_row_per_method_and_ratio():
+    from pruning_core.sweep import POINT_COLUMNS, SweepPoint
+
+    def point(method, ratio, accuracy):
+        row = dict.fromkeys(POINT_COLUMNS, 0.0) | {"method": method, "label": method, "ratio": ratio,
+                                                   "accuracy": accuracy}
+        layer = {"method": method, "ratio": ratio, "layer": "fc", "kept_fraction": accuracy, "kept_channels": None,
+                 "channels": None}
+        return SweepPoint(row, [layer])
+
+    res = SweepResult.from_points([point("a", 0.5, 0.1), point("b", 0.5, 0.3), point("a", 0.5, 0.2),
+                                   point("a", 0.0, 0.9)])
+    assert list(zip(res.points["method"], res.points["ratio"], res.points["accuracy"])) == [
+        ("a", 0.5, 0.2), ("b", 0.5, 0.3), ("a", 0.0, 0.9)]  # the last measurement wins
+    assert res.layers["kept_fraction"].tolist() == [0.2, 0.3, 0.9]
+    assert res.at(0.5).set_index("method").loc["a", "accuracy"] == 0.2  # a scalar, not a Series
