@@ -192,6 +192,10 @@ def _load(data: bytes, filename: str, architecture: str | None, trust_pickle: bo
     if data[:4] == b"PK\x03\x04" or data[:4] == b"PK\x05\x06":
         return _load_zip(data, filename, architecture, trust_pickle)
     if _looks_like_safetensors(data):
+        (n,) = struct.unpack("<Q", data[:8])
+        if 8 + n > len(data):
+            raise ModelLoadError(f"{filename} looks like a safetensors file, but its header declares {n:,} bytes "
+                                 f"and the whole file holds {len(data):,}: it was cut off or forged. Save it again.")
         return _load_safetensors(data, filename, architecture)
     if data[:1] == b"\x80":  # a pickle protocol marker: a raw pickle, or torch.save's legacy (pre-1.6) format
         if trust_pickle:
@@ -227,8 +231,7 @@ def _load_zip(data: bytes, filename: str, architecture: str | None, trust_pickle
 def _looks_like_safetensors(data: bytes) -> bool:
     if len(data) < 10:
         return False
-    (n,) = struct.unpack("<Q", data[:8])
-    return 8 + n <= len(data) and data[8:9] == b"{"
+    return data[8:9] == b"{"  # the 8-byte header length is checked by the caller, with a message
 
 
 # ----- weights-only formats ------------------------------------------------------------------------------------

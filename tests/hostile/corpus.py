@@ -300,7 +300,7 @@ def build_corpus(folder: Path, marker_dir: Path, control_dir: Path) -> list[Case
     add(Case("st-truncated.safetensors", "model", "w.safetensors", architecture="digits-mlp",
              match="damaged|not a model file"), good_st[: len(good_st) // 2])
     add(Case("st-header-length-lies.safetensors", "model", "w.safetensors", architecture="digits-mlp",
-             match="not a model file this app recognises"), struct.pack("<Q", 10**15) + b"{}" + b"\0" * 64)
+             match="header declares 1,000,000,000,000,000 bytes"), struct.pack("<Q", 10**15) + b"{}" + b"\0" * 64)
     add(Case("st-header-not-json.safetensors", "model", "w.safetensors", architecture="digits-mlp",
              match="damaged"), struct.pack("<Q", 10) + b"{not json}" + b"\0" * 8)
     add(Case("st-offsets-beyond.safetensors", "model", "w.safetensors", architecture="digits-mlp",
