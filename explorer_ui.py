@@ -476,7 +476,7 @@ def render_sidebar() -> None:
     wb, model, data = ss["wb"], ss["model_info"], ss["data_info"]
     dense = wb.dense_metrics()
     with st.sidebar:
-        st.markdown(f"**Model** · {model['name']}  \n**Data** · {data['name']}  \n"
+        st.markdown(f"**Model** · {plain(model['name'])}  \n**Data** · {plain(data['name'])}  \n"
                     f"**Device** · `{wb.device}`")
         st.metric("Dense accuracy", f"{dense.accuracy:.2%}",
                   help=f"On the {data['evaluation']} evaluation samples; loss {dense.loss:.4f}.")
