@@ -193,6 +193,8 @@ def check_pt2(archive: Archive, filename: str) -> None:
 
     _check_names(archive, filename, "torch.export archive", _PT2_ALLOWED,
                  [n for n in _PT2_ALLOWED if not n.startswith("extra/")], _PT2_REQUIRED)
+    if "byteorder" in archive.entries and archive.read("byteorder", 64).strip() != b"little":
+        raise ArchiveError(f"{filename} was written on a big-endian machine; its raw tensors cannot be read here.")
     if archive.read("archive_format", 64).strip() != c.ARCHIVE_FORMAT_VALUE.encode():
         raise ArchiveError(f"{filename}: its archive_format entry does not say pt2.")
     version = archive.read("archive_version", 64).strip()
