@@ -185,13 +185,7 @@ def build_corpus(folder: Path, marker_dir: Path, control_dir: Path) -> list[Case
     harmless = _tsave({})
 
     def old_layout(evil_entry: str, cid: str, hide: bool = True, control: bool = False) -> bytes:
-        entries = [("archive/archive_format", b"pt2"), ("version", b"8.20"),
-                   ("serialized_exported_program.json", graph)]
-        for name in ("serialized_state_dict.pt", "serialized_example_inputs.pt", "serialized_constants.pt"):
-            entries.append((name, _tsave(evil(cid, control)) if name == evil_entry else harmless))
-        if hide:
-            entries.append((f"zz/{evil_entry}", harmless))
-        return _zip(entries)
+        return pt2_old_layout(graph, evil_entry, evil(cid, control), hide)
 
     add(Case("pt2-issue-exploit.pt2", "model", "model.pt2", match="unexpected name|top-level folder"),
         old_layout("serialized_constants.pt", "pt2-issue-exploit.pt2"))
@@ -423,6 +417,26 @@ def build_corpus(folder: Path, marker_dir: Path, control_dir: Path) -> list[Case
 MAX_ENTRIES_PLUS = 100_001
 
 
+def pt2_old_layout(graph: bytes, evil_entry: str, payload: object, hide: bool = True) -> bytes:
+    """The .pt2 that ran code (issue 7): the pre-2.8 top-level layout beside an ``archive/archive_format``, with
+    ``payload`` pickled as ``evil_entry`` and, when ``hide``, a harmless ``zz/`` copy that masked it from a check
+    mapping names by dropping their first folder."""
+    harmless = _tsave({})
+    entries = [("archive/archive_format", b"pt2"), ("version", b"8.20"), ("serialized_exported_program.json", graph)]
+    for name in ("serialized_state_dict.pt", "serialized_example_inputs.pt", "serialized_constants.pt"):
+        entries.append((name, _tsave(payload) if name == evil_entry else harmless))
+    if hide:
+        entries.append((f"zz/{evil_entry}", harmless))
+    return _zip(entries)
+
+
+def exploit_pt2(marker: Path) -> bytes:
+    """The issue's exploit, ready to write: its payload creates ``marker``."""
+    with zipfile.ZipFile(io.BytesIO(_pt2(load_builtin("digits-mlp"), torch.zeros(2, 1, 8, 8)))) as z:
+        graph = z.read("archive/models/model.json")
+    return pt2_old_layout(graph, "serialized_constants.pt", _Payload(str(marker)))
+
+
 def _npz_member(array) -> bytes:
     buf = io.BytesIO()
     np.save(buf, array)
@@ -433,4 +447,4 @@ def write_cases(cases: list[Case], path: Path) -> None:
     path.write_text(json.dumps([asdict(c) for c in cases], indent=1))
 
 
-__all__ = ["Case", "build_corpus", "write_cases"]
+__all__ = ["Case", "build_corpus", "exploit_pt2", "pt2_old_layout", "write_cases"]
