@@ -267,7 +267,8 @@ def build_corpus(folder: Path, marker_dir: Path, control_dir: Path) -> list[Case
     # --- TorchScript --------------------------------------------------------------------------------------------
     with zipfile.ZipFile(io.BytesIO(good_ts)) as z:
         ts_names = z.namelist()
-        code_name = next(n for n in ts_names if n.endswith("__torch__.py") or n.endswith("digits.py"))
+        # the file holding the traced model's forward (its path follows the class' module, which varies)
+        code_name = next(n for n in ts_names if n.endswith(".py") and b"DigitsCNN" in z.read(n))
         code = z.read(code_name)
     add(Case("ts-good.pt", "model", "model.ts", architecture="digits-cnn", expect="loads"), good_ts)
     for entry in ("data.pkl", "constants.pkl"):
