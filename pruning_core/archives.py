@@ -217,8 +217,7 @@ _EXPR_WORDS = {"positive", "negative", "nonnegative", "integer", "real", "finite
 def load_exported_program(archive: Archive, filename: str):
     """The ``ExportedProgram`` of a .pt2 that passed ``check_pt2``, read without any pickle but the weights-only
     sample inputs: tensors from raw bytes, the graph from JSON, both handed to torch's deserialiser as objects."""
-    from torch._export.serde import schema
-    from torch._export.serde.serialize import ExportedProgramDeserializer, _bytes_to_dataclass
+    from torch._export.serde.serialize import SerializedArtifact, deserialize
 
     graph_bytes = archive.read(f"models/{_PT2_MODEL}.json")
     unsafe = unsafe_graph_strings(json.loads(graph_bytes))
@@ -241,16 +240,17 @@ def load_exported_program(archive: Archive, filename: str):
         if not (isinstance(sample, tuple) and len(sample) == 2):
             raise ArchiveError(f"{filename}: its sample inputs are a {type(sample).__name__}, not the "
                                "(args, kwargs) pair torch.export writes.")
-    serialized = _bytes_to_dataclass(schema.ExportedProgram, graph_bytes)
+    # objects, not bytes: the deserialiser passes dicts and tuples through instead of unpickling them
+    artifact = SerializedArtifact(graph_bytes, state_dict, constants, sample)  # type: ignore[arg-type]
     with refuse_full_unpickling(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return ExportedProgramDeserializer().deserialize(serialized, state_dict, constants, sample)
+        return deserialize(artifact)
 
 
 def _raw_tensors(archive: Archive, filename: str, folder: str, prefix: str) -> dict[str, torch.Tensor]:
     """The tensors of data/<folder>/: each a bounds-checked strided view of one raw little-endian payload."""
     from torch._export.serde.schema import ScalarType
-    from torch._export.serde.serialize import _SERIALIZE_TO_TORCH_DTYPE
+    from torch._export.serde.serialize import deserialize_scalar_type
 
     config = json.loads(archive.read(f"data/{folder}/{_PT2_MODEL}_{folder}_config.json", MAX_PICKLE_BYTES))
     entries = config.get("config") if isinstance(config, dict) else None
@@ -272,7 +272,7 @@ def _raw_tensors(archive: Archive, filename: str, folder: str, prefix: str) -> d
                                "files.")
         tm = meta.get("tensor_meta") or {}
         try:
-            dtype = _SERIALIZE_TO_TORCH_DTYPE[ScalarType(tm["dtype"])]
+            dtype = deserialize_scalar_type(ScalarType(tm["dtype"]))
             sizes = [_as_int(s) for s in tm["sizes"]]
             strides = [_as_int(s) for s in tm["strides"]]
             offset = _as_int(tm["storage_offset"])
