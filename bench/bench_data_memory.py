@@ -80,7 +80,6 @@ def measure(path: str, model_name: str = "digits-cnn") -> dict:
     """In this (fresh) process: the three peaks, in bytes."""
     import gc
 
-    sys.path.insert(0, str(ROOT))
     import torch
 
     from pruning_core import Workbench, load_builtin, load_npz

@@ -45,7 +45,6 @@ import numpy as np  # noqa: E402
 import scipy.linalg  # noqa: E402
 import torch  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 from bench_sweep import pin_malloc  # noqa: E402  (same directory)
 from pruning_core import Plan, Workbench, load_builtin, load_digits  # noqa: E402

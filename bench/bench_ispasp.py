@@ -26,7 +26,6 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 from pruning_core import Workbench, load_builtin, load_digits  # noqa: E402
 from pruning_core.methods.ispasp import ISpaSP, _as_selection_input, kept_count  # noqa: E402

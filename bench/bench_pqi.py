@@ -20,7 +20,6 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 from pruning_core import Workbench, load_builtin, load_digits, make_method  # noqa: E402
 from pruning_core.methods.pqi import pqi_all_scopes  # noqa: E402

@@ -35,7 +35,6 @@ import torch
 from torch import nn
 from torch.nn.utils import prune
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 from pruning_core import Workbench, load_builtin, load_digits, make_method, ratio_grid, sweep  # noqa: E402
 from pruning_core.data import DataSplits, Split, synthetic_images  # noqa: E402

@@ -8,3 +8,5 @@ if [ -z "$PY" ]; then
 fi
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 .venv/bin/python -m pip install -q --disable-pip-version-check -r requirements.txt "$@"
+# the project itself, editable: pruning_core and explorer_ui import from anywhere, and `pruning-explorer` is the CLI
+.venv/bin/python -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .

@@ -1,15 +1,13 @@
-"""Shared fixtures. The repository root goes on sys.path so tests import pruning_core and app code directly."""
+"""Shared fixtures. The set-up installs the project (``pip install -e .``), so tests import pruning_core and
+explorer_ui like any package."""
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
 DEMO = ("digits-mlp", "digits-cnn", "digits-resnet")
 

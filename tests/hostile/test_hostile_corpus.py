@@ -28,7 +28,7 @@ def corpus(tmp_path_factory):
     controls.mkdir()
     cases = build_corpus(folder / "files", markers, controls)
     write_cases(cases, folder / "cases.json")
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
     subprocess.run([sys.executable, str(HERE / "worker.py"), str(folder / "cases.json"),
                     str(folder / "results.json")], check=True, env=env, timeout=1200)
     results = json.loads((folder / "results.json").read_text())

@@ -22,14 +22,11 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))
+import torch
+import torch._export.serde.serialize  # noqa: F401 - imported once here rather than in every child
 
-import torch  # noqa: E402
-import torch._export.serde.serialize  # noqa: E402,F401 - imported once here rather than in every child
-
-from pruning_core.data import DataError, load_npz  # noqa: E402
-from pruning_core.loading import ModelLoadError, load_model_file  # noqa: E402
+from pruning_core.data import DataError, load_npz
+from pruning_core.loading import ModelLoadError, load_model_file
 
 OURS = (ModelLoadError, DataError)
 

@@ -15,7 +15,7 @@ import torch
 from safetensors.torch import save as save_safetensors
 
 from pruning_core import load_builtin
-from pruning_core.__main__ import main
+from pruning_core.cli import main
 from pruning_core.sweep import SweepResult
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -174,7 +174,7 @@ def test_export_refuses_bad_tolerance_and_repeats(extra, message, tmp_path, caps
      "cannot write --json {tmp}/file/c.json"),
 ])
 def test_refused_before_any_work(argv, message, tmp_path, capsys, monkeypatch):
-    import pruning_core.__main__ as cli
+    import pruning_core.cli as cli
 
     def no_work(args):
         raise AssertionError("the model was loaded before the arguments were checked")
@@ -189,7 +189,7 @@ def test_refused_before_any_work(argv, message, tmp_path, capsys, monkeypatch):
 
 
 def test_ratio_lists_are_sorted_and_merged():
-    from pruning_core.__main__ import _ratios, build_parser
+    from pruning_core.cli import _ratios, build_parser
 
     args = build_parser().parse_args(["sweep", "--methods", "random", "--ratios", "0.5,0.5, 0,0.50,0.3",
                                       "--out", "x"])
@@ -211,7 +211,7 @@ def test_a_failed_final_write_is_one_line(tmp_path, capsys, monkeypatch):
 
 @pytest.mark.parametrize("flag", ["--weights", "--data"])
 def test_input_files_above_the_limit_are_refused_unread(flag, tmp_path, capsys, monkeypatch):
-    import pruning_core.__main__ as cli
+    import pruning_core.cli as cli
 
     def unread(*args, **kwargs):
         raise AssertionError("the file was read")
@@ -260,7 +260,7 @@ def test_read_only_output_folder(tmp_path, capsys):
 
 def test_an_output_folder_that_refuses_files(tmp_path, capsys, monkeypatch):
     """What a read-only folder does for a user who is not root (root may write anywhere, so it is simulated)."""
-    import pruning_core.__main__ as cli
+    import pruning_core.cli as cli
 
     def refused(*args, **kwargs):
         raise PermissionError(errno.EACCES, "Permission denied")

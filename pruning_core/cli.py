@@ -1,0 +1,370 @@
+r"""The command line (``pruning-explorer``, or ``python -m pruning_core``): the app's sweeps and exports as batch
+jobs, over the same functions the app calls.
+
+    python -m pruning_core models
+    python -m pruning_core methods
+    python -m pruning_core sweep --model digits-resnet --methods magnitude-global,group-l1 --ratios 0,0.5,0.9 \
+        --out DIR
+    python -m pruning_core sweep --weights my.safetensors --architecture digits-cnn --data my.npz \
+        --methods group-l1 --grid 0 0.9 10 --out DIR
+    python -m pruning_core export --model digits-resnet --method group-l1 --ratio 0.5 --out bundle.zip
+    python -m pruning_core check                      # every paper check on every demo model
+    python -m pruning_core check --checks id,ispasp --models digits-cnn --quick --json checks.json
+
+``sweep`` writes DIR/sweep.json (``SweepResult.to_json``), DIR/points.csv and DIR/layers.csv and prints a table;
+``export`` writes the bundle zip and prints its report; ``check`` prints the paper-check table (claim, our
+figure, agrees) and exits 0 whatever the verdicts (a disagreement is a finding, not an error). Progress goes to stderr. A bad argument or input prints
+one line to stderr and exits with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import json
+import math
+import stat
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+
+from .checks import CHECKS, format_table, run_check
+from .data import DataError, load_digits, load_npz
+from .export import FORMATS, ExportError, export_plan, format_report
+from .groups import GroupError
+from .limits import max_file_bytes, max_ratios, too_large, too_many_ratios
+from .loading import LoadedModel, ModelLoadError, load_builtin_model, load_model_file
+from .methods import REGISTRY, make_method
+from .models import ARCHITECTURES, DEMO_MODELS
+from .plan import PlanError, check_ratio
+from .sweep import ratio_grid, run_sweep
+from .workbench import Workbench
+
+_TABLE_COLUMNS = ["method", "ratio", "accuracy", "agreement", "params_fraction", "flops_fraction", "sparsity"]
+
+
+class UsageError(Exception):
+    """A bad command line or input: reported in one line, exit status 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # argparse prints usage + message; we promise one line
+        raise UsageError(f"{message} (see --help)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="python -m pruning_core", description="Pruning Explorer from the command line.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    sub.add_parser("models", help="list the built-in architectures")
+    sub.add_parser("methods", help="list the pruning methods")
+
+    def model_and_data(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--model", help=f"built-in model (default digits-resnet): {', '.join(ARCHITECTURES)}")
+        p.add_argument("--weights", type=Path, help="a model file: state_dict, safetensors, TorchScript, .pt2")
+        p.add_argument("--architecture", help="the built-in architecture a state_dict/safetensors file belongs to")
+        p.add_argument("--trust-pickle", action="store_true",
+                       help="allow unpickling a whole pickled model (runs its code: only for files you made)")
+        p.add_argument("--data", type=Path, help=".npz with X and y (default: the bundled 8x8 digits)")
+        p.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda when available")
+
+    sweep = sub.add_parser("sweep", help="evaluate methods x ratios; write sweep.json, points.csv, layers.csv")
+    model_and_data(sweep)
+    sweep.add_argument("--methods", required=True, help="comma-separated method keys (see 'methods')")
+    grid = sweep.add_mutually_exclusive_group(required=True)
+    grid.add_argument("--ratios", help="comma-separated ratios removed, e.g. 0,0.1,0.5")
+    grid.add_argument("--grid", nargs=3, metavar=("START", "STOP", "STEPS"),
+                      help="STEPS evenly spaced ratios from START to STOP inclusive")
+    sweep.add_argument("--structured", choices=["sliced", "masked"], default="sliced",
+                       help="evaluate structured plans on the physically smaller model or the masked one")
+    sweep.add_argument("--out", type=Path, required=True, help="output folder")
+
+    export = sub.add_parser("export", help="export one pruned model as a verified zip bundle")
+    model_and_data(export)
+    export.add_argument("--method", required=True)
+    export.add_argument("--ratio", required=True, help="fraction removed, from 0 to below 1")
+    export.add_argument("--formats", default="state_dict,torch.export,torchscript",
+                        help=f"comma-separated, from {', '.join(FORMATS)}")
+    export.add_argument("--atol", type=float, default=1e-4, help="verification tolerance on the outputs")
+    export.add_argument("--latency-repeats", type=int, default=20, help="timed runs per latency measurement")
+    export.add_argument("--out", type=Path, required=True, help="the zip file to write")
+    check = sub.add_parser("check", help="reproduce the seed methods' paper claims; print claim, figure, verdict")
+    check.add_argument("--checks", default=",".join(CHECKS), help=f"comma-separated, from {', '.join(CHECKS)}")
+    check.add_argument("--models", default=",".join(DEMO_MODELS),
+                       help="comma-separated built-in models (default: the demo models)")
+    check.add_argument("--weights", type=Path, help="check a model file instead of built-in models")
+    check.add_argument("--architecture", help="the built-in architecture a state_dict/safetensors file belongs to")
+    check.add_argument("--trust-pickle", action="store_true", help="allow unpickling a whole pickled model")
+    check.add_argument("--data", type=Path, help=".npz with X and y (default: the bundled 8x8 digits)")
+    check.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda when available")
+    check.add_argument("--quick", action="store_true", help="the smaller versions the tests run")
+    check.add_argument("--json", type=Path, help="also write the results (and timings) to this JSON file")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        return {"models": _models, "methods": _methods, "sweep": _sweep, "export": _export,
+                "check": _check}[args.command](args)
+    except (UsageError, ModelLoadError, DataError, PlanError, GroupError, ExportError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+# ----- commands --------------------------------------------------------------------------------------------------
+def _models(args) -> int:
+    for name, arch in ARCHITECTURES.items():
+        weights = "demo weights" if arch.weights else "no weights (load your own)"
+        print(f"{name:20} {arch.title}; input {'x'.join(map(str, arch.input_shape))}; {weights}")
+    return 0
+
+
+def _methods(args) -> int:
+    for key, spec in REGISTRY.items():
+        print(f"{key:18} {spec.granularity:13} {spec.description}")
+    return 0
+
+
+def _sweep(args) -> int:
+    methods = _method_keys(args.methods)
+    ratios = _ratios(args)
+    with _removed_if_failed(_output_folder(args.out, "--out")):  # an unwritable folder fails before the work
+        return _sweep_into(args, methods, ratios)
+
+
+def _sweep_into(args, methods: list[str], ratios: list[float]) -> int:
+    loaded, wb = _workbench(args)
+    total = len(methods) * len(ratios)
+
+    def progress(done, total_, point):
+        r = point.row
+        _log(f"[{done}/{total_}] {r['method']} @ {r['ratio']:g}: accuracy {r['accuracy']:.4f}, "
+             f"params {r['params_fraction']:.1%}")
+
+    _log(f"sweeping {len(methods)} methods x {len(ratios)} ratios = {total} points on {wb.device}")
+    result = run_sweep(wb, methods, ratios, args.structured, progress)
+    result.meta.update({"model_file": str(args.weights) if args.weights else None, "kind": loaded.kind,
+                        "architecture": loaded.architecture})
+    points_csv, layers_csv = result.to_csv()
+    for name, text in (("sweep.json", result.to_json()), ("points.csv", points_csv), ("layers.csv", layers_csv)):
+        _write(args.out / name, text.encode(), "--out")
+    print(result.points[_TABLE_COLUMNS].to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    _log(f"wrote {args.out / 'sweep.json'}, points.csv, layers.csv")
+    return 0
+
+
+def _export(args) -> int:
+    methods = _method_keys(args.method)
+    if len(methods) != 1:
+        raise UsageError(f"--method takes exactly one method, got {len(methods)} ({', '.join(methods)}); "
+                         "export one plan at a time")
+    (method,) = methods
+    ratio = _ratio(args.ratio)
+    if not (math.isfinite(args.atol) and args.atol >= 0):
+        raise UsageError(f"--atol {args.atol:g} is not a valid tolerance: it must be a finite number >= 0")
+    if args.latency_repeats < 1:
+        raise UsageError(f"--latency-repeats must be at least 1, got {args.latency_repeats}")
+    formats = [f.strip() for f in args.formats.split(",") if f.strip()]
+    bad = [f for f in formats if f not in FORMATS]
+    if bad:
+        raise UsageError(f"unknown export format {bad[0]!r}; choose from {', '.join(FORMATS)}")
+    with _removed_if_failed(_output_file(args.out, "--out")):  # an unwritable file fails before the work
+        return _export_to(args, method, ratio, formats)
+
+
+def _export_to(args, method: str, ratio: float, formats: list[str]) -> int:
+    loaded, wb = _workbench(args)
+    _log(f"planning {method} at ratio {ratio:g} on {wb.device}")
+    plan = make_method(method).prepare(wb).plan(ratio)
+    _log("exporting and verifying " + ", ".join(formats))
+    bundle = export_plan(wb, plan, formats, atol=args.atol, latency_repeats=args.latency_repeats,
+                         architecture=loaded.architecture)
+    _write(args.out, bundle.zip_bytes, "--out")
+    print(format_report(bundle.report), end="")
+    _log(f"wrote {args.out} ({len(bundle.zip_bytes):,} bytes)")
+    return 0
+
+
+def _check(args) -> int:
+    keys = [k.strip() for k in args.checks.split(",") if k.strip()]
+    unknown = [k for k in keys if k not in CHECKS]
+    if unknown or not keys:
+        raise UsageError(f"unknown check {unknown[0] if unknown else args.checks!r}; available: {', '.join(CHECKS)}")
+    with _removed_if_failed(_output_file(args.json, "--json") if args.json else []):  # checked before the work
+        return _check_with(args, keys)
+
+
+def _check_with(args, keys: list[str]) -> int:
+    if args.weights:
+        args.model = None
+        benches = [_workbench(args)[1]]
+    else:
+        names = [n.strip() for n in args.models.split(",") if n.strip()]
+        bad = [n for n in names if n not in ARCHITECTURES]
+        if bad or not names:
+            raise UsageError(f"unknown model {bad[0] if bad else args.models!r}; available: {', '.join(ARCHITECTURES)}")
+        benches = []
+        for name in names:
+            args.model = name
+            benches.append(_workbench(args)[1])
+    results, timings = [], []
+    for wb in benches:
+        for key in keys:
+            _log(f"checking {key} on {wb.name}{' (quick)' if args.quick else ''}")
+            report = run_check(key, wb, quick=args.quick,
+                               progress=lambda f, text: _log(f"  {f:4.0%} {text}"))
+            results += report.results
+            timings.append({"check": key, "model": wb.name, "seconds": round(report.seconds, 2)})
+            for note in report.notes:
+                _log(f"  note: {note}")
+    print(format_table(results))
+    for t in timings:
+        print(f"{t['check']:8} on {t['model']:16} {t['seconds']:8.1f} s")
+    if args.json:
+        _write(args.json, json.dumps({"quick": args.quick, "timings": timings,
+                                      "results": [dataclasses.asdict(r) for r in results]}, indent=1).encode(),
+               "--json")
+    return 0
+
+
+# ----- argument checks and set-up --------------------------------------------------------------------------------
+def _method_keys(text: str) -> list[str]:
+    keys = [k.strip() for k in text.split(",") if k.strip()]
+    unknown = [k for k in keys if k not in REGISTRY]
+    if unknown or not keys:
+        raise UsageError(f"unknown method {unknown[0] if unknown else text!r}; available: {', '.join(REGISTRY)}")
+    return keys
+
+
+def _ratio(text: str) -> float:
+    try:
+        return check_ratio(float(text))
+    except ValueError as e:  # PlanError is a ValueError; float() raises the plain kind
+        raise UsageError(str(e) if isinstance(e, PlanError) else f"the ratio must be a number, got {text!r}")
+
+
+def _ratios(args) -> list[float]:
+    if args.ratios is not None:
+        parts = [r for r in args.ratios.split(",") if r.strip()]
+        if not parts:
+            raise UsageError("--ratios needs at least one ratio")
+        if len(parts) > max_ratios():  # counted before any is converted
+            raise UsageError(too_many_ratios(len(parts)))
+        return sorted({_ratio(r) for r in parts})  # sorted, repeats merged: one point per method and ratio
+    start, stop, steps = args.grid
+    try:
+        return ratio_grid(float(start), float(stop), int(steps))
+    except ValueError as e:
+        raise UsageError(f"bad --grid {start} {stop} {steps}: {e}")
+
+
+def _workbench(args) -> tuple[LoadedModel, Workbench]:
+    if args.weights and args.model:
+        raise UsageError("give either --model or --weights, not both")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise UsageError("CUDA is not available on this machine; use --device cpu")
+    if args.weights:
+        loaded = load_model_file(_read_input(args.weights), args.weights.name, args.architecture, args.trust_pickle)
+    else:
+        loaded = load_builtin_model(args.model or "digits-resnet")
+    if args.data:
+        splits = load_npz(_read_input(args.data), args.data.name)
+    else:
+        splits = load_digits()
+    _log(f"model {loaded.name} ({loaded.kind}), data {splits.name}")
+    for note in loaded.notes:
+        _log(f"note: {note}")
+    return loaded, Workbench(loaded.model, splits, device=args.device, name=loaded.name)
+
+
+def _read_input(path: Path) -> bytes:
+    """A model or data file's bytes. Its size on disk is checked against ``max_file_bytes()`` before anything is
+    read, and a folder, device or pipe is refused rather than read."""
+    limit = max_file_bytes()
+    try:
+        info = path.stat()
+        if stat.S_ISDIR(info.st_mode):
+            raise UsageError(f"cannot read {path}: it is a folder, not a file")
+        if not stat.S_ISREG(info.st_mode):
+            raise UsageError(f"cannot read {path}: not a regular file")
+        if info.st_size > limit:
+            raise UsageError(too_large(f"{path.name} ({info.st_size:,} bytes on disk)", info.st_size))
+        with path.open("rb") as f:
+            data = f.read(limit + 1)  # never more than the limit, even if the file grew since
+    except OSError as e:
+        raise UsageError(f"cannot read {path}: {e.strerror or e}")
+    if len(data) > limit:
+        raise UsageError(too_large(f"{path.name} (over {limit:,} bytes)", len(data)))
+    return data
+
+
+def _output_folder(folder: Path, flag: str, target: Path | None = None) -> list[Path]:
+    """Create ``folder`` (and its parents) and check that a file can be written in it. Returns the folders this
+    created, outermost first, so that a run that fails can remove them again. ``target``: the path the message
+    names (the file to be written in ``folder``; default the folder itself)."""
+    target = target or folder
+    missing: list[Path] = []
+    try:
+        if folder.exists() and not folder.is_dir():
+            raise UsageError(f"cannot write {flag} {target}: "
+                             f"{'it' if target == folder else folder} is a file, not a folder")
+        missing = [p for p in (folder, *folder.parents) if not p.exists()][::-1]
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as e:
+        _remove_empty(missing)
+        raise UsageError(f"cannot write {flag} {target}: {e.strerror or e}")
+    return missing
+
+
+def _output_file(path: Path, flag: str) -> list[Path]:
+    """Check that the file ``path`` can be written, creating its folder if needed, without changing the file."""
+    created = _output_folder(path.parent, flag, path)
+    try:
+        if path.is_dir():
+            raise UsageError(f"cannot write {flag} {path}: it is a folder, not a file")
+        if path.exists():
+            with path.open("ab"):  # opened for appending, nothing written: its contents stay as they are
+                pass
+    except OSError as e:
+        raise UsageError(f"cannot write {flag} {path}: {e.strerror or e}")
+    return created
+
+
+def _write(path: Path, data: bytes, flag: str) -> None:
+    try:
+        path.write_bytes(data)
+    except OSError as e:
+        raise UsageError(f"cannot write {flag} {path}: {e.strerror or e}")
+
+
+@contextlib.contextmanager
+def _removed_if_failed(folders: list[Path]):
+    """Remove the output folders this run created if it fails: a failed run leaves nothing behind."""
+    try:
+        yield
+    except BaseException:
+        _remove_empty(folders)
+        raise
+
+
+def _remove_empty(folders: list[Path]) -> None:
+    """Remove the folders a failed run created (innermost first), as long as they are still empty."""
+    for folder in reversed(folders):
+        try:
+            folder.rmdir()
+        except OSError:
+            return
+
+
+def _log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
