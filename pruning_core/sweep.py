@@ -117,9 +117,8 @@ def sweep(wb: Workbench, methods: Iterable[str | Method], ratios: Iterable[float
     ratios = [check_ratio(r) for r in ratios]
     wb.dense_metrics()  # the reference predictions for agreement: one pass, once per workbench
     for m in methods:
-        method = make_method(m) if isinstance(m, str) else m
-        key = getattr(method, "key", method.name)
-        label = getattr(method, "title", method.label)
+        method = make_method(m)
+        key, label = method.key, method.label
         if on_prepare:
             on_prepare(key)
         t0 = time.perf_counter()

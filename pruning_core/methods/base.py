@@ -8,6 +8,7 @@ answers ``plan(ratio)`` for any ratio. Ratio is always the fraction **removed**.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
 from typing import ClassVar
 
 import numpy as np
@@ -16,20 +17,96 @@ import torch
 from ..plan import Plan, PlanError, check_ratio
 from ..workbench import Workbench
 
-# What a method can ask of the workbench.
-NEEDS = ("weights", "calibration activations", "gradients", "curvature", "training")
+# What a method can ask of the workbench; ``MethodSpec.needs`` lists them, and the UI and the conformance
+# suite read them ("units": two-layer units, "channel groups": the Torch-Pruning dependency groups).
+NEEDS = ("weights", "channel groups", "units", "calibration activations", "gradients", "curvature", "training")
+# The conformance suite's properties (tests/unit/test_conformance.py); a spec may exempt itself from one, saying why.
+PROPERTIES = ("ratio-zero-identity", "kept-fraction", "masked-equals-sliced", "deterministic", "plan-json",
+              "finite-outputs", "exact-restore")
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """Everything the registry, the UI, the command line and the conformance suite know about one method.
+
+    ``key`` is the method's one name: registry key, ``plan.method``, JSON, CLI and the sweep's ``method`` column.
+    ``label`` is what people read. ``factory`` is the class, built with ``defaults`` (plain keyword values that go
+    into the plan's JSON). ``paper``: the citation a research method reproduces ("" for baselines). ``needs``:
+    from ``NEEDS``. ``exempt``: conformance property -> why this method cannot meet it.
+    """
+
+    key: str
+    label: str
+    granularity: str  # "unstructured" or "structured"
+    factory: type["Method"]
+    defaults: dict = field(default_factory=dict)
+    description: str = ""
+    paper: str = ""
+    needs: tuple[str, ...] = ("weights",)
+    exempt: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        unknown = [n for n in self.needs if n not in NEEDS] + [p for p in self.exempt if p not in PROPERTIES]
+        if unknown or self.granularity not in ("unstructured", "structured"):
+            raise ValueError(f"method spec {self.key!r}: unknown need, property or granularity {unknown}")
+
+    def build(self, **overrides) -> "Method":
+        """A configured instance (``overrides`` replace the defaults; the instance's spec is the registry entry
+        its settings match, this one when only the seed changes)."""
+        method = self.factory(**{**self.defaults, **overrides})
+        method._spec = self if set(overrides) <= {"seed"} else spec_for(method)
+        return method
+
+    def unavailable(self, wb: Workbench) -> str | None:
+        """Why this method cannot run on ``wb``'s model, or None when it can."""
+        if ("channel groups" in self.needs or self.granularity == "structured") and not wb.supports_structured:
+            return "the model's channel groups could not be traced (TorchScript, torch.export or a tracing error)"
+        if "units" in self.needs and not wb.units:
+            return "the model has no two-layer units (hidden channels between exactly one producer and one consumer)"
+        return None
+
+
+def spec_for(method: "Method") -> MethodSpec:
+    """The first registry spec whose class and defaults match ``method``'s configuration; for an instance
+    configured as no spec is, a spec named after the first spec of its class and the settings that differ."""
+    from . import REGISTRY
+
+    config, cls = method.config(), type(method)
+    for spec in REGISTRY.values():
+        if cls is spec.factory and all(config.get(k) == v for k, v in spec.defaults.items()):
+            return spec
+    base = next((s for s in REGISTRY.values() if s.factory is cls), None)
+    if base is None:
+        return MethodSpec(cls.__name__.lower(), cls.__name__, cls.granularity, cls, dict(config))
+    changed = ",".join(f"{k}={v}" for k, v in sorted(config.items()) if k != "seed" and base.defaults.get(k) != v)
+    return MethodSpec(f"{base.key}[{changed}]", f"{base.label} ({changed})", base.granularity, cls, dict(config),
+                      base.description, base.paper, base.needs, base.exempt)
 
 
 class Method(ABC):
-    name: ClassVar[str]
-    label: ClassVar[str]
-    granularity: ClassVar[str]  # "unstructured" or "structured"
-    needs: ClassVar[tuple[str, ...]] = ("weights",)
-    paper: ClassVar[str] = ""
+    """A pruning method. Its name, label and requirements live in its ``spec`` (see ``MethodSpec``): an instance
+    from ``make_method`` carries the registry's, and one constructed directly finds it by its settings."""
+
+    granularity: ClassVar[str]
 
     def __init__(self, seed: int = 0):
         self.seed = seed
         self._wb: Workbench | None = None
+        self._spec: MethodSpec | None = None
+
+    @property
+    def spec(self) -> MethodSpec:
+        if self._spec is None:
+            self._spec = spec_for(self)
+        return self._spec
+
+    @property
+    def key(self) -> str:
+        return self.spec.key
+
+    @property
+    def label(self) -> str:
+        return self.spec.label
 
     def config(self) -> dict:
         return {"seed": self.seed}
@@ -48,7 +125,7 @@ class Method(ABC):
             raise PlanError(f"{self.label}: call prepare(workbench) before plan(ratio)")
         ratio = check_ratio(ratio)
         plan = self._plan(ratio)
-        plan.method = getattr(self, "key", self.name)
+        plan.method = self.key
         plan.details.setdefault("config", self.config())
         return plan
 
@@ -99,7 +176,7 @@ class RankedUnstructured(Method):
             masks = {}
             for name, s in self._scores.items():
                 masks.update(_remove_lowest({name: s}, self._ascending_by_tensor[name], round(ratio * s.numel())))
-        return Plan(self.name, ratio, "unstructured", masks=masks)
+        return Plan(self.key, ratio, "unstructured", masks=masks)
 
 
 def _nan_last(s: torch.Tensor) -> torch.Tensor:
@@ -168,4 +245,4 @@ class RankedChannels(Method):
         for g in self._groups.groups:
             n = min(round(ratio * g.size), g.size - 1)
             pruned[g.name] = torch.sort(self._order[g.name][:n]).values
-        return Plan(self.name, ratio, "structured", pruned_channels=pruned)
+        return Plan(self.key, ratio, "structured", pruned_channels=pruned)

@@ -62,7 +62,7 @@ from ..groups import GroupError
 from ..plan import Plan, PlanError
 from ..units import Unit, capture_inputs, channel_matrix, fold_into_consumer, stream_inputs
 from ..workbench import Workbench
-from .base import Method
+from .base import Method, MethodSpec
 from .magnitude import group_channel_norms
 
 RANK_TOL = 1e-6
@@ -225,8 +225,6 @@ def unit_qrs(model: torch.nn.Module, units: list[Unit], x: torch.Tensor, batch_s
 
 # ----- the method ------------------------------------------------------------------------------------------------
 class InterpolativePruning(Method):
-    name = "id"
-    label = "Interpolative decomposition (structured)"
     granularity = "structured"
     needs = ("weights", "calibration activations")
     paper = "Chee, Renz, Damle, De Sa, Pruning Neural Networks with Interpolative Decompositions, arXiv 2108.00065"
@@ -404,7 +402,7 @@ class InterpolativePruning(Method):
             kept[u.group] = max(1, int(np.count_nonzero(running > tolerance)))
         total = sum(u.size for u in self.units)
         plan = self._build(kept, 1.0 - sum(kept.values()) / total, {"tolerance": float(tolerance)})
-        plan.method = getattr(self, "key", self.name)
+        plan.method = self.key
         plan.details.setdefault("config", self.config())
         return plan
 
@@ -420,7 +418,7 @@ class InterpolativePruning(Method):
                 raise PlanError(f"unit {g!r} has {sizes[g]} channels; keep between 1 and {sizes[g]}, got {k}")
         full = {**sizes, **{g: int(k) for g, k in kept.items()}}
         plan = self._build(full, 1.0 - sum(full.values()) / sum(sizes.values()), {})
-        plan.method = getattr(self, "key", self.name)
+        plan.method = self.key
         plan.details.setdefault("config", self.config())
         return plan
 
@@ -435,7 +433,7 @@ class InterpolativePruning(Method):
                 errors[u.group] = 0.0
                 continue
             if self.activations == "pruned":
-                partial = Plan(self.name, ratio, "structured", pruned_channels=dict(pruned),
+                partial = Plan(self.key, ratio, "structured", pruned_channels=dict(pruned),
                                corrections=dict(corrections))
                 with wb.applied(partial) as model:
                     qr = unit_qrs(model, [u], wb.calib_x, wb.batch_size, self.rank_tol)[u.group]
@@ -458,7 +456,7 @@ class InterpolativePruning(Method):
                         "channels": {u.group: u.size for u in self.units},
                         "relative_error": errors,
                         "flops_fraction": self.flops(kept) / self.dense_flops if self.dense_flops else 1.0})
-        return Plan(self.name, ratio, "structured", pruned_channels=pruned, corrections=corrections, details=details)
+        return Plan(self.key, ratio, "structured", pruned_channels=pruned, corrections=corrections, details=details)
 
     # ----- plot data ---------------------------------------------------------------------------------------------
     def rank_profile(self, singular_values: bool = True) -> pd.DataFrame:
@@ -485,8 +483,6 @@ class UnitGroupMagnitude(Method):
     (DepGraph group importance, ``magnitude.group_channel_norms``: producer rows, consumer columns, BN scales);
     no correction. Other channel groups (residual streams) are left alone, so kept channels match ID exactly."""
 
-    name = "unit-group-l1"
-    label = "Group L1 on the ID units (structured)"
     granularity = "structured"
 
     def _prepare(self, wb: Workbench) -> None:
@@ -502,7 +498,7 @@ class UnitGroupMagnitude(Method):
             n = min(round(ratio * u.size), u.size - 1)
             if n > 0:
                 pruned[u.group] = torch.sort(self._order[u.group][:n]).values
-        return Plan(self.name, ratio, "structured", pruned_channels=pruned)
+        return Plan(self.key, ratio, "structured", pruned_channels=pruned)
 
 
 # ----- the paper check ---------------------------------------------------------------------------------------------
@@ -654,3 +650,34 @@ def _consumer_output(wb: Workbench, unit: Unit, plan: Plan | None) -> torch.Tens
     finally:
         hook.remove()
     return torch.cat(out).double()
+
+
+_UNITS = ("weights", "channel groups", "units", "calibration activations")
+_UNITS_RATIO = ("ratio counts the units' hidden channels, which are a subset of the model's groups; the other "
+                "groups keep every channel")
+SPECS = [
+    MethodSpec("id", "Interpolative decomposition (structured, Chee et al. 2021)", "structured",
+               InterpolativePruning, {"mode": "fraction", "correction": True},
+               "Keeps the hidden channels a pivoted QR of their calibration activations selects and folds the "
+               "interpolation matrix into the next layer; every unit removes the same fraction.",
+               paper="Chee, Renz, Damle, De Sa: Pruning neural networks with interpolative decompositions, arXiv 2108.00065 (2021)", needs=_UNITS, exempt={"kept-fraction": _UNITS_RATIO}),
+    MethodSpec("id-nocorrection", "ID channels without the correction (structured)", "structured",
+               InterpolativePruning, {"mode": "fraction", "correction": False},
+               "The same channel selection as ID, without folding the interpolation matrix.",
+               paper="Chee, Renz, Damle, De Sa: Pruning neural networks with interpolative decompositions, arXiv 2108.00065 (2021)", needs=_UNITS, exempt={"kept-fraction": _UNITS_RATIO}),
+    MethodSpec("id-tolerance", "ID, shared error tolerance (structured)", "structured", InterpolativePruning,
+               {"mode": "tolerance"}, "Interpolative decomposition; every unit keeps the smallest k with "
+               "|R_k+1,k+1 / R_11| <= one tolerance shared by all units, the tolerance that removes ratio x the "
+               "units' channels (so layers with faster-decaying activations lose more).",
+               paper="Chee, Renz, Damle, De Sa: Pruning neural networks with interpolative decompositions, arXiv 2108.00065 (2021)", needs=_UNITS,
+               exempt={"kept-fraction": "one tolerance for all units: each unit keeps what the tolerance allows, "
+                                         "only the total follows the ratio"}),
+    MethodSpec("id-flops", "ID, greedy FLOPs allocation (structured)", "structured", InterpolativePruning,
+               {"mode": "flops"}, "Interpolative decomposition; cuts the unit whose ID error grows least per FLOP "
+               "saved until ratio x dense FLOPs are removed (ratio = FLOPs removed).",
+               paper="Chee, Renz, Damle, De Sa: Pruning neural networks with interpolative decompositions, arXiv 2108.00065 (2021)", needs=_UNITS,
+               exempt={"kept-fraction": "ratio is the fraction of FLOPs removed, allocated greedily across units"}),
+    MethodSpec("unit-group-l1", "Group L1 on hidden units (structured)", "structured", UnitGroupMagnitude, {},
+               "Magnitude (group L1) restricted to the hidden channels ID and i-SpaSP prune; their baseline.",
+               needs=("weights", "channel groups", "units"), exempt={"kept-fraction": _UNITS_RATIO}),
+]

@@ -77,7 +77,7 @@ from ..groups import GroupError
 from ..plan import Plan, PlanError
 from ..units import Unit, capture_inputs, channel_sums, layer_two
 from ..workbench import Workbench
-from .base import Method
+from .base import Method, MethodSpec
 
 PAPER = "Wolfe & Kyrillidis, i-SpaSP: Structured Neural Pruning via Sparse Signal Recovery (arXiv 2112.04905)"
 SCHEDULES = ("sequential", "dense")
@@ -320,15 +320,13 @@ class UnitChannels(Method):
             keep[kept[u.group]] = True
             pruned[u.group] = (~keep).nonzero().squeeze(1)
         details = {**details, "kept_channels": {u.group: int(k) for u, k in zip(self._units, counts)}}
-        return Plan(self.name, ratio, "structured", pruned_channels=pruned, details=details)
+        return Plan(self.key, ratio, "structured", pruned_channels=pruned, details=details)
 
 
 class ActivationMagnitude(UnitChannels):
     """Keep each unit's s channels with the largest mean dense activation a_j / rows (the statistic i-SpaSP's
     threshold step uses, without its residual-driven candidates). Ties: lower channel index first."""
 
-    name = "activation-magnitude"
-    label = "Activation magnitude (unit channels)"
 
     def config(self) -> dict:
         return {}
@@ -347,8 +345,6 @@ class RandomUnits(UnitChannels):
     """Keep s uniformly random channels of each unit (seeded; nested as the ratio grows): the baseline at
     exactly i-SpaSP's kept counts, touching nothing but the units."""
 
-    name = "random-units"
-    label = "Random (unit channels)"
     needs = ("weights",)
 
     def _prepare(self, wb: Workbench) -> None:
@@ -371,8 +367,6 @@ class ISpaSP(UnitChannels):
     counts cost nothing.
     """
 
-    name = "ispasp"
-    label = "i-SpaSP (unit channels)"
     needs = ("weights", "calibration activations", "gradients")
     paper = PAPER
 
@@ -404,7 +398,7 @@ class ISpaSP(UnitChannels):
             key = (i, counts[: i + 1]) if self.schedule == "sequential" else (i, s)
             if key not in self._cache:
                 if self.schedule == "sequential" and any(len(p) for p in pruned.values()):
-                    with wb.applied(Plan(self.name, 0.0, "structured", pruned_channels=dict(pruned))):
+                    with wb.applied(Plan(self.key, 0.0, "structured", pruned_channels=dict(pruned))):
                         inputs = capture_inputs(wb.model, [unit.consumer], wb.calib_x, wb.batch_size)
                 else:
                     inputs = self._dense_inputs
@@ -673,3 +667,25 @@ def _model_verdicts(residual: pd.DataFrame, unit_residual: pd.DataFrame, accurac
         f"{int((isp >= rnd).sum())} of {len(mean)} ratios",
         bool(isp.mean() >= rnd.mean()), "paper §5 (MNIST FFNs, ImageNet; with fine-tuning there)"))
     return out
+
+
+_UNITS = ("weights", "channel groups", "units", "calibration activations")
+_UNITS_RATIO = ("ratio counts the units' hidden channels, which are a subset of the model's groups; the other "
+                "groups keep every channel")
+SPECS = [
+    MethodSpec("ispasp", "i-SpaSP (structured, Wolfe & Kyrillidis 2022)", "structured", ISpaSP,
+               {"iterations": 20, "signed": True, "schedule": "sequential"},
+               "Sparse-signal-recovery pruning of each two-layer unit's hidden channels: the output residual's "
+               "gradient proposes candidates, the dense activation keeps s of them; units in forward order.",
+               paper="Wolfe & Kyrillidis: i-SpaSP: Structured Neural Pruning via Sparse Signal Recovery, arXiv 2112.04905 (2022)", needs=_UNITS, exempt={"kept-fraction": _UNITS_RATIO}),
+    MethodSpec("ispasp-abs", "i-SpaSP with |proxy| (structured)", "structured", ISpaSP,
+               {"iterations": 20, "signed": False, "schedule": "sequential"},
+               "i-SpaSP ranking candidates by |proxy| (textbook CoSaMP) instead of the official signed proxy.",
+               paper="Wolfe & Kyrillidis: i-SpaSP: Structured Neural Pruning via Sparse Signal Recovery, arXiv 2112.04905 (2022)", needs=_UNITS, exempt={"kept-fraction": _UNITS_RATIO}),
+    MethodSpec("activation-magnitude", "Activation magnitude (hidden units)", "structured", ActivationMagnitude, {},
+               "Each two-layer unit keeps the channels with the largest mean calibration activation.",
+               needs=_UNITS, exempt={"kept-fraction": _UNITS_RATIO}),
+    MethodSpec("random-units", "Random (hidden units)", "structured", RandomUnits, {},
+               "Uniformly random channels of each two-layer unit, at i-SpaSP's kept counts; the baseline.",
+               needs=("channel groups", "units"), exempt={"kept-fraction": _UNITS_RATIO}),
+]

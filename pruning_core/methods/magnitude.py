@@ -21,12 +21,10 @@ from __future__ import annotations
 import torch
 
 from ..workbench import Workbench
-from .base import RankedChannels, RankedUnstructured
+from .base import MethodSpec, RankedChannels, RankedUnstructured
 
 
 class MagnitudeUnstructured(RankedUnstructured):
-    name = "magnitude"
-    label = "Magnitude |w| (unstructured)"
 
     def __init__(self, scope: str = "global", p: int = 1, seed: int = 0):
         super().__init__(scope, seed)
@@ -68,8 +66,6 @@ def group_channel_norms(wb: Workbench, p: int) -> dict[str, torch.Tensor]:
 
 
 class GroupMagnitude(RankedChannels):
-    name = "group-magnitude"
-    label = "Group magnitude (structured)"
 
     def __init__(self, p: int = 1, seed: int = 0):
         super().__init__(seed)
@@ -82,3 +78,17 @@ class GroupMagnitude(RankedChannels):
 
     def channel_scores(self, wb: Workbench) -> dict[str, torch.Tensor]:
         return group_channel_norms(wb, self.p)
+
+
+SPECS = [
+    MethodSpec("magnitude-global", "Magnitude, global (unstructured)", "unstructured", MagnitudeUnstructured,
+               {"scope": "global"}, "Smallest |w| over all weight tensors at once."),
+    MethodSpec("magnitude-layer", "Magnitude, per layer (unstructured)", "unstructured", MagnitudeUnstructured,
+               {"scope": "layer"}, "Smallest |w| in each weight tensor, the same fraction everywhere."),
+    MethodSpec("group-l1", "Group L1 (structured channels)", "structured", GroupMagnitude, {"p": 1},
+               "Channels with the smallest summed L1 norm over their whole dependency group.",
+               needs=("weights", "channel groups")),
+    MethodSpec("group-l2", "Group L2 (structured channels)", "structured", GroupMagnitude, {"p": 2},
+               "Channels with the smallest summed L2 norm over their whole dependency group.",
+               needs=("weights", "channel groups")),
+]

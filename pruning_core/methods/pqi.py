@@ -52,7 +52,7 @@ from ..plan import Plan
 from ..training import DEMO_BATCH, DEMO_EPOCHS, DEMO_LR, DEMO_WEIGHT_DECAY, demo_initialisation, reinitialise
 from ..training import train_masked, trainable_copy
 from ..workbench import Workbench
-from .base import RankedUnstructured
+from .base import MethodSpec, RankedUnstructured
 from .magnitude import MagnitudeUnstructured
 
 SCOPES = ("neuron", "layer", "global")
@@ -493,8 +493,6 @@ class SAPSchedule(RankedUnstructured):
 
     The paper's SAP retrains (rewinding to the initialisation) after every round; ``run_sap`` does that."""
 
-    name = "sap"
-    label = "SAP allocation, no retraining (variant)"
     paper: ClassVar[str] = PAPER
     scopes = SCOPES
 
@@ -1011,6 +1009,23 @@ def _judge(runs: list[SAPRun], matched: pd.DataFrame) -> list[CheckResult]:
     results.append(CheckResult("sap", claims["c"], prefix + text, verdict_c, src_fig))
     return results
 
+
+SPECS = [
+    MethodSpec("sap-neuron", "SAP rule per neuron, no retraining (unstructured, variant)", "unstructured",
+               SAPSchedule, {"scope": "neuron"}, "Diao et al. 2023's pruning rule applied round after round on the "
+               "trained weights: each round every output row loses the fraction its PQ Index sets (p=0.5, q=1).",
+               paper="Diao et al.: Pruning Deep Neural Networks from a Sparsity Perspective, ICLR 2023, arXiv 2302.05601",
+               exempt={"kept-fraction": "the SAP rule decides how much each round removes; the ratio only stops "
+                                         "the rounds, so the realised fraction lands at or past it"}),
+    MethodSpec("sap-layer", "SAP rule per layer, no retraining (unstructured, variant)", "unstructured",
+               SAPSchedule, {"scope": "layer"}, "The SAP rule per weight tensor, round after round, no retraining.",
+               paper="Diao et al.: Pruning Deep Neural Networks from a Sparsity Perspective, ICLR 2023, arXiv 2302.05601",
+               exempt={"kept-fraction": "the SAP rule decides how much each round removes"}),
+    MethodSpec("sap-global", "SAP rule global, no retraining (unstructured, variant)", "unstructured",
+               SAPSchedule, {"scope": "global"}, "The SAP rule over all weights at once, round after round, no "
+               "retraining.", paper="Diao et al.: Pruning Deep Neural Networks from a Sparsity Perspective, ICLR 2023, arXiv 2302.05601",
+               exempt={"kept-fraction": "the SAP rule decides how much each round removes"}),
+]
 
 __all__ = ["SCOPES", "SAPRun", "SAPSchedule", "accuracy_at_remaining", "check_pq", "magnitude_step",
            "matched_comparison", "paper_check", "plan_masks", "pq_index", "pqi_all_scopes", "pqi_by_scope",

@@ -7,12 +7,10 @@ from __future__ import annotations
 import torch
 
 from ..workbench import Workbench
-from .base import RankedChannels, RankedUnstructured
+from .base import MethodSpec, RankedChannels, RankedUnstructured
 
 
 class RandomUnstructured(RankedUnstructured):
-    name = "random"
-    label = "Random (unstructured)"
 
     def scores(self, wb: Workbench) -> dict[str, torch.Tensor]:
         g = torch.Generator().manual_seed(self.seed)
@@ -20,9 +18,15 @@ class RandomUnstructured(RankedUnstructured):
 
 
 class RandomChannels(RankedChannels):
-    name = "random-channels"
-    label = "Random channels (structured)"
 
     def channel_scores(self, wb: Workbench) -> dict[str, torch.Tensor]:
         g = torch.Generator().manual_seed(self.seed)
         return {grp.name: torch.rand(grp.size, generator=g) for grp in wb.groups.groups}
+
+
+SPECS = [
+    MethodSpec("random", "Random (unstructured)", "unstructured", RandomUnstructured, {"scope": "global"},
+               "Uniformly random weights; the baseline."),
+    MethodSpec("random-channels", "Random channels (structured)", "structured", RandomChannels, {},
+               "Uniformly random channels of every group; the structured baseline.", needs=("channel groups",)),
+]

@@ -1,12 +1,14 @@
 """Baseline methods against independent computations (torch.nn.utils.prune, brute-force counts)."""
 
 import copy
+import re
 
 import pytest
 import torch
 import torch.nn.utils.prune as prune
 
 from pruning_core import REGISTRY, make_method
+from pruning_core.methods import NEEDS
 
 
 def _weights(model):
@@ -89,6 +91,27 @@ def test_every_method_declares_what_it_needs_and_cites_its_source():
 
     for key, spec in REGISTRY.items():
         method = make_method(key)
-        assert set(method.needs) <= {"weights", "calibration activations", "gradients", "curvature", "training"}
+        assert set(spec.needs) <= set(NEEDS) and method.spec is spec and method.key == key
+        assert not spec.description.startswith(" ") and len(spec.description) > 20, key
+        assert not spec.paper or re.search(r"\b(19|20)\d\d\b", spec.paper), key  # a citation has its year
         doc = sys.modules[type(method).__module__].__doc__
         assert doc and any(w in doc for w in ("et al.", "20")), key
+
+
+def test_a_method_instance_works_wherever_a_key_does(demo_workbenches):
+    from pruning_core import run_sweep
+    from pruning_core.methods.interpolative import InterpolativePruning
+    from pruning_core.methods.magnitude import MagnitudeUnstructured
+
+    wb = demo_workbenches["digits-mlp"]
+    by_key = run_sweep(wb, ["magnitude-layer"], [0.0, 0.5]).points
+    by_instance = run_sweep(wb, [MagnitudeUnstructured(scope="layer")], [0.0, 0.5]).points
+    assert by_instance["method"].tolist() == ["magnitude-layer"] * 2
+    assert by_instance["label"].tolist() == by_key["label"].tolist()
+    assert by_instance["accuracy"].tolist() == by_key["accuracy"].tolist()
+    assert make_method(MagnitudeUnstructured()).key == "magnitude-global"
+    assert InterpolativePruning(mode="tolerance").key == "id-tolerance"
+    assert make_method("id", mode="flops").key == "id-flops"
+    assert make_method("magnitude-global", seed=3).key == "magnitude-global"  # only the seed: the same method
+    odd = make_method("ispasp", iterations=5)
+    assert odd.key == "ispasp[iterations=5]" and odd.plan.__self__ is odd
