@@ -6,7 +6,7 @@ themselves, whatever the file is called:
   * ``exported``: a ``torch.export.save`` archive (.pt2); a zip whose ``archive_format`` says ``pt2``.
   * ``torchscript``: a ``torch.jit.save`` archive; a zip with ``constants.pkl`` and a ``code/`` folder.
   * ``safetensors``: 8-byte little-endian header length, then a JSON header, then raw tensor bytes. Also our
-    own compressed sparse files (``export.SPARSE_FORMAT``), expanded back to dense.
+    own compressed sparse files (``sparse_format.SPARSE_FORMAT``), expanded back to dense.
   * ``state_dict``: a ``torch.save``'d dict of tensors (or a dict wrapping one under ``state_dict``,
     ``model_state_dict`` or ``model``), read with ``weights_only=True``.
   * ``pickled-module``: a ``torch.save``'d whole ``nn.Module``. That is a pickled Python object, which can run
@@ -36,6 +36,7 @@ from .archives import (ArchiveError, check_pt2, check_torch_save, check_torchscr
                        open_archive, refuse_full_unpickling)
 from .groups import fix_size_attributes
 from .limits import SizeLimitError, max_file_bytes, too_large
+from .sparse_format import SPARSE_FORMAT, load_sparse_state_dict, safetensors_metadata
 from .models import ARCHITECTURES
 
 KINDS = ("builtin", "state_dict", "safetensors", "torchscript", "exported", "pickled-module")
@@ -238,7 +239,6 @@ def _looks_like_safetensors(data: bytes) -> bool:
 def _load_safetensors(data: bytes, filename: str, architecture: str | None) -> LoadedModel:
     from safetensors.torch import load as load_safetensors
 
-    from .export import SPARSE_FORMAT, load_sparse_state_dict, safetensors_metadata  # export imports this module
 
     notes = []
     try:

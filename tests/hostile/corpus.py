@@ -24,7 +24,7 @@ import torch
 from safetensors.torch import save as save_safetensors
 
 from pruning_core import load_builtin
-from pruning_core.export import save_sparse_state_dict
+from pruning_core.sparse_format import save_sparse_state_dict
 
 
 @dataclass
@@ -122,7 +122,7 @@ def _safetensors_raw(header: dict, body: bytes) -> bytes:
 
 
 def _sparse_with_shapes(shapes: dict, tensors: dict) -> bytes:
-    from pruning_core.export import SPARSE_FORMAT
+    from pruning_core.sparse_format import SPARSE_FORMAT
 
     return save_safetensors(tensors, metadata={"format": SPARSE_FORMAT, "shapes": json.dumps(shapes)})
 

@@ -10,7 +10,8 @@ import torch
 from safetensors.torch import load as load_safetensors
 
 from pruning_core import Workbench, load_builtin, make_method, metrics
-from pruning_core.export import ExportError, export_plan, load_exported, load_sparse_state_dict
+from pruning_core.export import ExportError, export_plan, load_exported
+from pruning_core.sparse_format import load_sparse_state_dict
 
 CASES = {"resnet-structured": ("digits-resnet", "group-l1", 0.5),
          "cnn-structured": ("digits-cnn", "group-l2", 0.6),
