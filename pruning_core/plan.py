@@ -82,3 +82,12 @@ class Plan:
         if self.corrections:
             out["corrected_tensors"] = sorted(self.corrections)
         return out
+
+    @classmethod
+    def from_json(cls, data: dict) -> "Plan":
+        """The plan ``to_json`` described, as far as the JSON carries it: method, ratio, granularity, details and a
+        structured plan's removed channels (masks and corrections travel in the weight files, not the JSON)."""
+        pruned = {name: torch.tensor(entry["removed"], dtype=torch.long)
+                  for name, entry in data.get("channel_groups", {}).items()}
+        return cls(data["method"], float(data["ratio_removed"]), data["granularity"], pruned_channels=pruned,
+                   details=dict(data.get("details", {})))
