@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import Callable, ClassVar
 
 import numpy as np
 import torch
@@ -32,7 +32,8 @@ class MethodSpec:
     ``key`` is the method's one name: registry key, ``plan.method``, JSON, CLI and the sweep's ``method`` column.
     ``label`` is what people read. ``factory`` is the class, built with ``defaults`` (plain keyword values that go
     into the plan's JSON). ``paper``: the citation a research method reproduces ("" for baselines). ``needs``:
-    from ``NEEDS``. ``exempt``: conformance property -> why this method cannot meet it.
+    from ``NEEDS``. ``exempt``: conformance property -> why this method cannot meet it. ``requires``: the
+    method's own availability check beyond ``needs`` (a BatchNorm to read, say), returning the reason or None.
     """
 
     key: str
@@ -44,6 +45,7 @@ class MethodSpec:
     paper: str = ""
     needs: tuple[str, ...] = ("weights",)
     exempt: dict = field(default_factory=dict)
+    requires: Callable[[Workbench], str | None] | None = None  # a method's own check: why it cannot run, or None
 
     def __post_init__(self):
         unknown = [n for n in self.needs if n not in NEEDS] + [p for p in self.exempt if p not in PROPERTIES]
@@ -63,7 +65,7 @@ class MethodSpec:
             return "the model's channel groups could not be traced (TorchScript, torch.export or a tracing error)"
         if "units" in self.needs and not wb.units:
             return "the model has no two-layer units (hidden channels between exactly one producer and one consumer)"
-        return None
+        return self.requires(wb) if self.requires is not None else None
 
 
 def spec_for(method: "Method") -> MethodSpec:
