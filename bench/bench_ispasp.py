@@ -28,9 +28,9 @@ import torch
 
 
 from pruning_core import Workbench, load_builtin, load_digits  # noqa: E402
-from pruning_core.methods.ispasp import ISpaSP, _as_selection_input, kept_count  # noqa: E402
+from pruning_core.methods.ispasp import ISpaSP  # noqa: E402
 from pruning_core.plan import Plan  # noqa: E402
-from pruning_core.units import capture_inputs, layer_two  # noqa: E402
+from pruning_core.structure import capture_inputs, hidden_representation, kept_count, layer_two  # noqa: E402
 
 TARGET_SECONDS = 5.0
 
@@ -82,7 +82,7 @@ def naive_plan(wb: Workbench, ratio: float, schedule: str, iterations: int) -> d
                 inputs = capture_inputs(wb.model, [u.consumer], wb.calib_x, wb.batch_size)
         else:
             inputs = dense
-        hidden, _ = _as_selection_input(u, inputs[u.consumer])
+        hidden, _ = hidden_representation(u, inputs[u.consumer])
         kept, _ = naive_select(hidden, layer_two(wb.model, u), kept_count(u.size, ratio), iterations)
         keep = torch.zeros(u.size, dtype=torch.bool)
         keep[kept] = True

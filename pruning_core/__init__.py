@@ -6,7 +6,7 @@
 """
 
 from .data import DataError, DataSplits, load_digits, load_npz
-from .groups import GroupError, ModelGroups, build_groups
+from .structure import GroupError, ModelGroups, build_groups
 from .methods import REGISTRY, Method, make_method
 from .plan import Plan, PlanError, check_ratio
 from .sweep import SweepResult, ratio_grid, run_sweep, sweep

@@ -34,7 +34,7 @@ import torch
 from .checks import CHECKS, format_table, run_check
 from .data import DataError, load_digits, load_npz
 from .export import FORMATS, ExportError, export_plan, format_report
-from .groups import GroupError
+from .structure import GroupError
 from .limits import max_file_bytes, max_ratios, too_large, too_many_ratios
 from .loading import LoadedModel, ModelLoadError, load_builtin_model, load_model_file
 from .methods import REGISTRY, make_method

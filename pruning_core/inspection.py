@@ -3,7 +3,7 @@ plan's mask, per-layer importance distributions. Plain numpy / pandas out, for t
 notebooks.
 
 Importance here is magnitude: the group L_p norm of DepGraph (Fang et al., CVPR 2023, Sec. 3.3), the same
-score ``group-l1`` / ``group-l2`` rank channels by (``methods.magnitude.group_channel_norms``); for models
+score ``group-l1`` / ``group-l2`` rank channels by (``importance.group_channel_norms``); for models
 without channel groups, the L_p norm of each output row of every prunable weight.
 """
 
@@ -13,8 +13,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .groups import GroupError
-from .methods.magnitude import group_channel_norms
+from .importance.magnitude import group_channel_norms, output_row_norms
+from .structure import GroupError
 from .plan import Plan
 from .workbench import Workbench
 
@@ -28,15 +28,6 @@ def _per_row_normalised(rows: dict[str, np.ndarray]) -> pd.DataFrame:
         peak = float(np.max(v)) if len(v) else 0.0
         out[i, :len(v)] = v / peak if peak > 0 else v
     return pd.DataFrame(out, index=list(rows), columns=range(width))
-
-
-def output_row_norms(wb: Workbench, p: int = 1) -> dict[str, np.ndarray]:
-    """Layer -> (out,) L_p norm of each output row of its weight (everything but dim 0), for every prunable
-    weight, on the dense weights."""
-    wb.restore()
-    return {name[: -len(".weight")] if name.endswith(".weight") else name:
-            w.detach().to("cpu", torch.float64).reshape(w.shape[0], -1).norm(p=p, dim=1).numpy()
-            for name, w in wb.prunable.items()}
 
 
 def channel_importance_table(wb: Workbench, p: int = 1) -> tuple[pd.DataFrame, str]:
@@ -123,5 +114,4 @@ def layer_importance(wb: Workbench, weight: str, plan: Plan | None, p: int = 1) 
     return pd.DataFrame({"importance": w, "kept": kept.astype(bool)}), "weight"
 
 
-__all__ = ["channel_importance_table", "layer_importance", "output_row_norms", "prunable_layers",
-           "weight_matrix_with_mask"]
+__all__ = ["channel_importance_table", "layer_importance", "prunable_layers", "weight_matrix_with_mask"]

@@ -34,7 +34,7 @@ from torch import nn
 
 from .archives import (ArchiveError, check_pt2, check_torch_save, check_torchscript, load_exported_program,
                        open_archive, refuse_full_unpickling)
-from .groups import fix_size_attributes
+from .structure import fix_size_attributes
 from .limits import SizeLimitError, max_file_bytes, too_large
 from .sparse_format import SPARSE_FORMAT, load_sparse_state_dict, safetensors_metadata
 from .models import ARCHITECTURES

@@ -20,9 +20,8 @@ from torch import nn
 
 from . import metrics
 from .data import DataError, DataSplits
-from .groups import GroupError, ModelGroups, build_groups
 from .plan import Plan, PlanError
-from .units import Unit, find_units
+from .structure import GroupError, ModelGroups, Unit, build_groups, find_units
 
 
 def default_device() -> torch.device:

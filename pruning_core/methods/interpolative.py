@@ -58,9 +58,9 @@ import scipy.linalg
 import torch
 
 from ..checks import CheckReport, CheckResult, Progress, ShouldStop
-from ..groups import GroupError
+from ..structure import GroupError
 from ..plan import Plan, PlanError
-from ..units import Unit, capture_inputs, channel_matrix, fold_into_consumer, stream_inputs
+from ..structure.units import Unit, capture_inputs, channel_matrix, fold_into_consumer, stream_inputs
 from ..workbench import Workbench
 from .base import Method, MethodSpec
 from .magnitude import group_channel_norms

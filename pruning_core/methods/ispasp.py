@@ -73,9 +73,10 @@ import torch
 from torch import nn
 
 from ..checks import CheckReport, CheckResult, Progress, ShouldStop
-from ..groups import GroupError
+from ..structure import GroupError
 from ..plan import Plan, PlanError
-from ..units import Unit, capture_inputs, channel_sums, layer_two
+from ..structure.units import (Unit, capture_inputs, channel_sums, dense_unit_inputs, hidden_representation,
+                               kept_count, layer_two, require_units)
 from ..workbench import Workbench
 from .base import Method, MethodSpec
 
@@ -265,39 +266,6 @@ class _UnitProblem:
 
 
 # ----- methods: i-SpaSP and the two unit baselines -------------------------------------------------------------
-def require_units(wb: Workbench, who: str) -> list[Unit]:
-    """The workbench's two-layer units, or a PlanError that says why there are none."""
-    try:
-        units = wb.units
-    except GroupError as e:
-        raise PlanError(f"{who} prunes the hidden width of two-layer units, and this model's channel structure "
-                        f"could not be traced: {e}") from e
-    if not units:
-        raise PlanError(f"{who} prunes the hidden width of two-layer units (a layer whose output channels feed "
-                        "exactly one next layer: MLP hidden layers, conv -> conv, residual blocks' inner "
-                        "channels), and this model has none.")
-    return units
-
-
-def kept_count(size: int, ratio: float) -> int:
-    """s = size - round(ratio * size), at least one: the channels a unit keeps at removal ratio ``ratio``."""
-    return max(1, size - round(ratio * size))
-
-
-def _unit_inputs(wb: Workbench, units: list[Unit]) -> dict[str, torch.Tensor]:
-    wb.restore()
-    return capture_inputs(wb.model, [u.consumer for u in units], wb.calib_x, wb.batch_size)
-
-
-def _as_selection_input(unit: Unit, inputs: torch.Tensor) -> tuple[torch.Tensor, int | None]:
-    """The consumer's input in ``ispasp_select``'s layout: linear inputs with leading dims become rows."""
-    if unit.layout == "linear":
-        return inputs.reshape(-1, unit.size), None
-    if unit.layout == "flatten":
-        return inputs.reshape(inputs.shape[0], -1), unit.positions
-    return inputs, None
-
-
 class UnitChannels(Method):
     """A structured method that prunes only the workbench's two-layer units, ``kept_count`` channels each."""
 
@@ -333,7 +301,7 @@ class ActivationMagnitude(UnitChannels):
 
     def _prepare(self, wb: Workbench) -> None:
         super()._prepare(wb)
-        inputs = _unit_inputs(wb, self._units)
+        inputs = dense_unit_inputs(wb, self._units)
         self.scores = {u.group: channel_sums(u, inputs[u.consumer]).double().cpu() for u in self._units}
         self._order = {g: torch.sort(a, descending=True, stable=True).indices for g, a in self.scores.items()}
 
@@ -384,7 +352,7 @@ class ISpaSP(UnitChannels):
 
     def _prepare(self, wb: Workbench) -> None:
         super()._prepare(wb)
-        self._dense_inputs = _unit_inputs(wb, self._units)
+        self._dense_inputs = dense_unit_inputs(wb, self._units)
         self._cache: dict[tuple, Selection] = {}
 
     def select(self, counts: tuple[int, ...]) -> dict[str, Selection]:
@@ -402,7 +370,7 @@ class ISpaSP(UnitChannels):
                         inputs = capture_inputs(wb.model, [unit.consumer], wb.calib_x, wb.batch_size)
                 else:
                     inputs = self._dense_inputs
-                hidden, positions = _as_selection_input(unit, inputs[unit.consumer])
+                hidden, positions = hidden_representation(unit, inputs[unit.consumer])
                 wb.restore()
                 self._cache[key] = ispasp_select(hidden, layer_two(wb.model, unit), s, self.iterations,
                                                  self.signed, positions=positions, affine=True, chunk=self.chunk)
@@ -562,7 +530,7 @@ def paper_check(wb: Workbench, quick: bool = False, progress: Progress = None,
     methods += [("random-units", RandomUnits(seed=k)) for k in seeds]
     for _, m in methods:
         m.prepare(wb)
-    dense = {u.group: _as_selection_input(u, ispasp._dense_inputs[u.consumer]) for u in units}
+    dense = {u.group: hidden_representation(u, ispasp._dense_inputs[u.consumer]) for u in units}
     total_size = sum(u.size for u in units)
     residual_rows, unit_rows, acc_rows = [], [], []
     for k, ratio in enumerate(ratios):

@@ -7,19 +7,16 @@ fraction of every tensor (``layer``). For single weights the L1 and L2 criteria 
 the plan. The global variant removes exactly the weights ``torch.nn.utils.prune.global_unstructured`` with
 ``L1Unstructured`` removes (tested).
 
-Structured, group magnitude (DepGraph, Fang et al., CVPR 2023, Sec. 3.3 "group-level importance"): the
-importance of channel i of a dependency group is the sum, over the group's weight tensors (producer output
-rows, consumer input columns, norm-layer scales), of the L_p norm of each tensor's slice for channel i:
-
-    I(i) = sum_{w in group} || w[slice_i] ||_p          (p = 1 or 2)
-
-so a channel is judged by everything that would disappear with it, residual partners included.
+Structured, group magnitude (DepGraph, Fang et al., CVPR 2023, Sec. 3.3 "group-level importance"): channels
+ranked by ``importance.group_channel_norms``, the summed L_p norm (p = 1 or 2) of everything that would
+disappear with the channel, residual partners included.
 """
 
 from __future__ import annotations
 
 import torch
 
+from ..importance.magnitude import group_channel_norms, weight_magnitude
 from ..workbench import Workbench
 from .base import MethodSpec, RankedChannels, RankedUnstructured
 
@@ -40,29 +37,7 @@ class MagnitudeUnstructured(RankedUnstructured):
         return {"scope": self.scope, "p": self.p}
 
     def scores(self, wb: Workbench) -> dict[str, torch.Tensor]:
-        return {k: p.detach().abs().pow(self.p).cpu() for k, p in wb.prunable.items()}
-
-
-def group_channel_norms(wb: Workbench, p: int) -> dict[str, torch.Tensor]:
-    """I(i) = sum over the group's weight tensors of ||w[slice_i]||_p, for every group (CPU, float64)."""
-    params = dict(wb.model.named_parameters())
-    out = {}
-    for g in wb.groups.groups:
-        score = torch.zeros(g.size, dtype=torch.float64)
-        for w, m in g.importance_tensors(params):
-            moved = w.detach().movedim(m.dim, 0)
-            if not torch.equal(m.target_idx, torch.arange(len(moved), device=m.target_idx.device)):
-                moved = moved[m.target_idx.to(moved.device)]
-            # one float64 copy, laid out (targets, rest...) as the sum reads it; then in place
-            per_target = torch.empty(moved.shape, dtype=torch.float64).copy_(moved).abs_()
-            if p != 1:
-                per_target.pow_(p)
-            per_target = per_target.reshape(len(m.target_idx), -1).sum(1)
-            # several targets can belong to one channel (flatten: one channel -> h*w linear inputs)
-            per_channel = torch.zeros(g.size, dtype=torch.float64).index_add_(0, m.root_idx, per_target)
-            score += per_channel.pow(1.0 / p)
-        out[g.name] = score
-    return out
+        return weight_magnitude(wb, self.p)
 
 
 class GroupMagnitude(RankedChannels):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import torch
 
+from ..importance.random import random_channel_scores, random_weight_scores
 from ..workbench import Workbench
 from .base import MethodSpec, RankedChannels, RankedUnstructured
 
@@ -13,15 +14,13 @@ from .base import MethodSpec, RankedChannels, RankedUnstructured
 class RandomUnstructured(RankedUnstructured):
 
     def scores(self, wb: Workbench) -> dict[str, torch.Tensor]:
-        g = torch.Generator().manual_seed(self.seed)
-        return {k: torch.rand(p.shape, generator=g) for k, p in wb.prunable.items()}
+        return random_weight_scores(wb, self.seed)
 
 
 class RandomChannels(RankedChannels):
 
     def channel_scores(self, wb: Workbench) -> dict[str, torch.Tensor]:
-        g = torch.Generator().manual_seed(self.seed)
-        return {grp.name: torch.rand(grp.size, generator=g) for grp in wb.groups.groups}
+        return random_channel_scores(wb, self.seed)
 
 
 SPECS = [

@@ -8,7 +8,7 @@ and every residual partner. We read that coupling once into plain index tensors 
 on never call Torch-Pruning again: per ratio we only select indices, then
 
   * ``zero_channels_`` masks a group in place (outputs identical to physical removal), and
-  * ``slice_model`` builds the physically smaller model by ``index_select`` (no re-trace, no deepcopy of the
+  * ``slice_model`` (``slicing.py``) builds the physically smaller model by ``index_select`` (no re-trace, no deepcopy of the
     weights; untouched tensors may be shared with the source model).
 
 Only the kinds of layer whose slicing we implement are accepted (Conv1d/2d/3d with groups 1 or depthwise,
@@ -25,8 +25,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-_CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
-_BN = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+from .slicing import BATCH_NORMS, CONVS, slice_tensors
 
 
 class GroupError(ValueError):
@@ -172,77 +171,10 @@ class ModelGroups:
 
     def slice_model(self, model: nn.Module, pruned: dict[str, torch.Tensor], share_untouched: bool = True
                     ) -> nn.Module:
-        """The physically smaller model for a structured plan.
-
-        The module tree is copied without copying tensors; every touched tensor is replaced by its
-        ``index_select``-ed slice and the layers' size attributes are updated. With ``share_untouched`` the
-        small model shares the tensors the plan does not touch with ``model`` (fine for evaluation, cheap);
-        without it every tensor is cloned (for export).
-        """
-        removed = self.removed_indices(pruned)
-        small = _structure_copy(model)
-        modules = dict(small.named_modules())
-        kept: dict[tuple[int, int], torch.Tensor] = {}  # one group's removed indices slice many of its tensors
-        for (module, param), dims in removed.items():
-            mod = modules[module]
-            t = getattr(mod, param)
-            new = t.detach()
-            for dim, idx in sorted(dims.items()):  # rows first: whole-row copies that shrink what dim 1 gathers
-                key = (id(idx), new.shape[dim])
-                if key not in kept:
-                    keep = torch.ones(new.shape[dim], dtype=torch.bool)
-                    keep[idx] = False
-                    kept[key] = keep.nonzero().squeeze(1)
-                new = new.index_select(dim, kept[key].to(new.device))
-            if param in mod._parameters:
-                mod._parameters[param] = nn.Parameter(new, requires_grad=t.requires_grad)
-            else:
-                mod._buffers[param] = new
-        if not share_untouched:
-            for mod in modules.values():
-                for k, p in mod._parameters.items():
-                    if p is not None:
-                        mod._parameters[k] = nn.Parameter(p.detach().clone(), requires_grad=p.requires_grad)
-                for k, b in mod._buffers.items():
-                    if b is not None:
-                        mod._buffers[k] = b.clone()
-        for mod in modules.values():
-            fix_size_attributes(mod)
-        return small
-
-
-def _structure_copy(module: nn.Module) -> nn.Module:
-    """A copy of the module tree whose parameter and buffer dicts are new but hold the same tensors."""
-    state = dict(module.__dict__)
-    state["_parameters"] = dict(module._parameters)
-    state["_buffers"] = dict(module._buffers)
-    state["_modules"] = {k: (_structure_copy(m) if m is not None else None) for k, m in module._modules.items()}
-    for hooks in ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_state_dict_hooks",
-                  "_load_state_dict_pre_hooks"):
-        if hooks in state:
-            state[hooks] = state[hooks].copy()
-    new = type(module).__new__(type(module))  # as copy.copy would, minus its reduce protocol
-    new.__dict__ = state
-    return new
-
-
-def fix_size_attributes(mod: nn.Module) -> None:
-    """Make a layer's size attributes agree with its (sliced) tensors."""
-    if isinstance(mod, _CONV):
-        w = mod.weight
-        depthwise = mod.groups > 1 and mod.groups == mod.in_channels == mod.out_channels
-        mod.out_channels = w.shape[0]
-        if depthwise:
-            mod.groups = mod.in_channels = w.shape[0]
-        else:
-            mod.in_channels = w.shape[1] * mod.groups
-    elif isinstance(mod, nn.Linear):
-        mod.out_features, mod.in_features = mod.weight.shape
-    elif isinstance(mod, _BN):
-        ref = mod.weight if mod.weight is not None else mod.running_mean
-        mod.num_features = ref.shape[0]
-    elif isinstance(mod, nn.LayerNorm) and mod.weight is not None:
-        mod.normalized_shape = (mod.weight.shape[0],)
+        """The physically smaller model for a structured plan (``slicing.slice_tensors`` over this model's
+        removed indices): untouched tensors are shared with ``model`` when ``share_untouched``, cloned otherwise
+        (for export)."""
+        return slice_tensors(model, self.removed_indices(pruned), share_untouched)
 
 
 def find_output_layers(model: nn.Module, example_input: torch.Tensor) -> list[str]:
@@ -251,7 +183,7 @@ def find_output_layers(model: nn.Module, example_input: torch.Tensor) -> list[st
     outputs: dict[int, str] = {}
     hooks = []
     for name, m in model.named_modules():
-        if isinstance(m, (*_CONV, nn.Linear)):
+        if isinstance(m, (*CONVS, nn.Linear)):
             hooks.append(m.register_forward_hook(lambda mod, i, o, name=name: outputs.__setitem__(id(o), name)))
     try:
         with torch.no_grad():
@@ -271,7 +203,7 @@ def _members_for(module_name: str, mod: nn.Module, is_out: bool, target_idx: tor
     def m(param: str, dim: int, masked: bool = True, is_buffer: bool = False) -> Member:
         return Member(module_name, param, dim, target_idx, root_idx, masked, is_buffer)
 
-    if isinstance(mod, _CONV):
+    if isinstance(mod, CONVS):
         depthwise = mod.groups > 1 and mod.groups == mod.in_channels == mod.out_channels
         if mod.groups > 1 and not depthwise:
             raise GroupError(f"{module_name}: grouped convolutions (groups={mod.groups}) are not supported")
@@ -282,7 +214,7 @@ def _members_for(module_name: str, mod: nn.Module, is_out: bool, target_idx: tor
         if is_out:
             return [m("weight", 0)] + ([m("bias", 0)] if mod.bias is not None else [])
         return [m("weight", 1)]
-    if isinstance(mod, _BN):
+    if isinstance(mod, BATCH_NORMS):
         out = []
         if mod.affine:
             out += [m("weight", 0), m("bias", 0)]
@@ -353,7 +285,7 @@ def build_groups(model: nn.Module, example_input: torch.Tensor, ignored_layers: 
                 is_out = dg.is_out_channel_pruning_fn(item.dep.handler)
                 is_in = dg.is_in_channel_pruning_fn(item.dep.handler)
                 name = names[mod]
-                if isinstance(mod, (*_CONV, nn.Linear)):
+                if isinstance(mod, (*CONVS, nn.Linear)):
                     (producers if is_out and not is_in else consumers).append(name)
                 members += _members_for(name, mod, is_out and not is_in, torch.as_tensor(item.idxs, dtype=torch.long),
                                         torch.as_tensor(item.root_idxs, dtype=torch.long))

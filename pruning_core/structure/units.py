@@ -18,16 +18,24 @@ The consumer reads the hidden channels in one of three layouts:
 * ``linear``: a Linear input (..., C): one row per sample (and leading position);
 * ``flatten``: a Linear fed by a channel-major flatten (N, C*P): channel c owns features c*P .. c*P+P-1, one
   row per (sample, position p).
+
+Every method that prunes units keeps ``kept_count(size, ratio)`` channels of each: the one rule for how many.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
-from .groups import _BN, _CONV, ModelGroups
+from ..plan import PlanError
+from .groups import GroupError, ModelGroups
+from .slicing import BATCH_NORMS, CONVS
+
+if TYPE_CHECKING:
+    from ..workbench import Workbench
 
 
 @dataclass(frozen=True)
@@ -59,17 +67,17 @@ def find_units(model: nn.Module, groups: ModelGroups, example_input: torch.Tenso
         if not _plain(prod) or not _plain(cons):
             continue
         others = {m.module for m in g.members} - {producer, consumer}
-        if any(not isinstance(modules[o], _BN) for o in others):
+        if any(not isinstance(modules[o], BATCH_NORMS) for o in others):
             continue  # e.g. a LayerNorm over the channels mixes them: no per-channel fold
         cons_members = [m for m in g.members if m.module == consumer and m.param == "weight"]
         if len(cons_members) != 1 or cons_members[0].dim != 1:
             continue
         member = cons_members[0]
         in_width = cons.weight.shape[1]
-        if isinstance(cons, _CONV) or in_width == g.size:
+        if isinstance(cons, CONVS) or in_width == g.size:
             if not torch.equal(member.target_idx, torch.arange(g.size)):
                 continue
-            layout, positions = ("conv" if isinstance(cons, _CONV) else "linear"), 1
+            layout, positions = ("conv" if isinstance(cons, CONVS) else "linear"), 1
         else:
             if in_width % g.size:
                 continue
@@ -85,7 +93,7 @@ def find_units(model: nn.Module, groups: ModelGroups, example_input: torch.Tenso
 
 
 def _plain(mod: nn.Module) -> bool:
-    if isinstance(mod, _CONV):
+    if isinstance(mod, CONVS):
         return mod.groups == 1
     return isinstance(mod, nn.Linear)
 
@@ -96,9 +104,9 @@ def find_following_norms(model: nn.Module, example_input: torch.Tensor) -> dict[
     found: dict[str, str] = {}
     hooks = []
     for name, m in model.named_modules():
-        if isinstance(m, (*_CONV, nn.Linear)):
+        if isinstance(m, (*CONVS, nn.Linear)):
             hooks.append(m.register_forward_hook(lambda mod, i, o, name=name: produced.__setitem__(id(o), name)))
-        elif isinstance(m, _BN):
+        elif isinstance(m, BATCH_NORMS):
             def pre(mod, inputs, name=name):
                 src = produced.get(id(inputs[0]))
                 if src is not None:
@@ -201,3 +209,38 @@ def fold_into_consumer(weight: torch.Tensor, unit: Unit, kept: torch.Tensor, int
     full = torch.zeros_like(w)
     full[:, kept] = folded
     return full.to(weight.dtype)
+
+
+def kept_count(size: int, ratio: float) -> int:
+    """s = size - round(ratio * size), at least one: the channels a unit keeps at removal ratio ``ratio``."""
+    return max(1, size - round(ratio * size))
+
+
+def require_units(wb: "Workbench", who: str) -> list[Unit]:
+    """The workbench's two-layer units, or a PlanError that says why there are none (``who``: the method)."""
+    try:
+        units = wb.units
+    except GroupError as e:
+        raise PlanError(f"{who} prunes the hidden width of two-layer units, and this model's channel structure "
+                        f"could not be traced: {e}") from e
+    if not units:
+        raise PlanError(f"{who} prunes the hidden width of two-layer units (a layer whose output channels feed "
+                        "exactly one next layer: MLP hidden layers, conv -> conv, residual blocks' inner "
+                        "channels), and this model has none.")
+    return units
+
+
+def dense_unit_inputs(wb: "Workbench", units: list[Unit]) -> dict[str, torch.Tensor]:
+    """Consumer layer -> its input on the workbench's calibration batch, on the dense model."""
+    wb.restore()
+    return capture_inputs(wb.model, [u.consumer for u in units], wb.calib_x, wb.batch_size)
+
+
+def hidden_representation(unit: Unit, inputs: torch.Tensor) -> tuple[torch.Tensor, int | None]:
+    """The consumer's input as (H, positions) with channels on dim 1, the layout ``algorithms.cosamp`` reads:
+    linear inputs with leading dims become rows; a channel-major flatten stays (N, C*P) with ``positions`` P."""
+    if unit.layout == "linear":
+        return inputs.reshape(-1, unit.size), None
+    if unit.layout == "flatten":
+        return inputs.reshape(inputs.shape[0], -1), unit.positions
+    return inputs, None

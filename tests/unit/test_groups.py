@@ -73,7 +73,7 @@ def test_flatten_expands_one_channel_into_its_linear_inputs(demo_workbenches):
 def test_group_l1_matches_torch_pruning_group_importance(name, demo_workbenches):
     """Independent check: Torch-Pruning's own GroupMagnitudeImportance (sum over the group, no normalisation)
     ranks the channels of every group like ours."""
-    from pruning_core.methods.magnitude import group_channel_norms
+    from pruning_core.importance import group_channel_norms
 
     wb = demo_workbenches[name]
     ours = group_channel_norms(wb, p=1)

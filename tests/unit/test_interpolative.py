@@ -16,7 +16,7 @@ from pruning_core.methods.interpolative import (ColumnPivotedQR, InterpolativePr
                                                 UnitGroupMagnitude, interpolative_decomposition, paper_check,
                                                 unit_qrs)
 from pruning_core.metrics import parameter_count
-from pruning_core.units import Unit, capture_inputs, channel_matrix, fold_into_consumer
+from pruning_core.structure import Unit, capture_inputs, channel_matrix, fold_into_consumer
 
 DEMO = ("digits-mlp", "digits-cnn", "digits-resnet")
 

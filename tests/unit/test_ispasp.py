@@ -12,9 +12,8 @@ from torch import nn
 from pruning_core import PlanError, Workbench
 from pruning_core.charts_ispasp import accuracy_by_ratio, residual_by_iteration, residual_frame, synthetic_residual
 from pruning_core.methods.ispasp import (ActivationMagnitude, ISpaSP, RandomUnits, decay_summary, ispasp_proxy,
-                                         ispasp_select, kept_count, output_residual, paper_check,
-                                         synthetic_experiment)
-from pruning_core.units import capture_inputs, layer_two
+                                         ispasp_select, output_residual, paper_check, synthetic_experiment)
+from pruning_core.structure import capture_inputs, kept_count, layer_two
 
 DEMO = ("digits-mlp", "digits-cnn", "digits-resnet")
 
