@@ -48,7 +48,7 @@ import torch  # noqa: E402
 
 from bench_sweep import pin_malloc  # noqa: E402  (same directory)
 from pruning_core import Plan, Workbench, load_builtin, load_digits  # noqa: E402
-from pruning_core.methods.interpolative import InterpolativePruning  # noqa: E402
+from pruning_core.methods.id import InterpolativePruning  # noqa: E402
 from pruning_core.structure import capture_inputs, channel_matrix, fold_into_consumer  # noqa: E402
 
 MODELS = ("digits-mlp", "digits-cnn", "digits-resnet")

@@ -22,7 +22,7 @@ import torch
 
 
 from pruning_core import Workbench, load_builtin, load_digits, make_method  # noqa: E402
-from pruning_core.methods.pqi import pqi_all_scopes  # noqa: E402
+from pruning_core.algorithms.pq_index import pqi_all_scopes  # noqa: E402
 from pruning_core.models import DEMO_MODELS  # noqa: E402
 
 TARGET_MS = 100.0

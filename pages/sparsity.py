@@ -6,7 +6,9 @@ import streamlit as st
 
 import explorer_ui as ui
 from pruning_core import PlanError, charts_sparsity
-from pruning_core.methods import pqi
+from pruning_core.algorithms.pq_index import SCOPES, check_pq, pqi_table
+from pruning_core.experiments.pqi_curve import plan_masks, pqi_magnitude_curve
+from pruning_core.experiments.sap import MODES, runs_frame, standard_runs
 
 ui.require_session()
 st.title("Sparsity")
@@ -19,23 +21,23 @@ p = left.number_input("p", step=0.1, format="%g", help="PQ Index exponent p; nee
                       **ui.keep("sparsity_p", 0.5))
 q = mid.number_input("q", step=0.1, format="%g", help="PQ Index exponent q (the paper: p=0.5, q=1 and p=1, q=2)",
                      **ui.keep("sparsity_q", 1.0))
-scope = right.radio("Scope", list(pqi.SCOPES), horizontal=True, **ui.keep("sparsity_scope", "layer"),
+scope = right.radio("Scope", list(SCOPES), horizontal=True, **ui.keep("sparsity_scope", "layer"),
                     help="neuron: one PQI per output row; layer: per weight tensor; global: all weights together")
 st.caption("PQI = 1 − d^(1/q−1/p)·‖w‖p/‖w‖q over the unpruned weights of a unit: 0 when all magnitudes are "
            "equal, larger when fewer weights carry the mass. Biases and norm layers are not included.")
 
 try:
-    p, q = pqi.check_pq(p, q)
+    p, q = check_pq(p, q)
 except ValueError as e:
     st.error(f"PQI not computed: {e}", icon="⚠️")
 else:
     method, ratio = ui.choice()
     tables, globals_ = {}, {}
-    tables["dense"], globals_["dense"] = pqi.pqi_table(wb, None, p, q)
+    tables["dense"], globals_["dense"] = pqi_table(wb, None, p, q)
     try:
         plan = ui.plan_for(method, ratio)
         name = f"{ui.method_label(method)} at ratio {ratio:.2f}"
-        tables[name], globals_[name] = pqi.pqi_table(wb, pqi.plan_masks(wb, plan), p, q)
+        tables[name], globals_[name] = pqi_table(wb, plan_masks(wb, plan), p, q)
     except PlanError as e:
         ui.show_error(e, "No plan to compare")
     cols = st.columns(len(globals_) + 1)
@@ -52,7 +54,7 @@ else:
     curve_key = (ss["wb_key"], p, q)
     if curve_key not in curves:
         with st.spinner("Pruning by global magnitude at 12 ratios…"):
-            curves[curve_key] = pqi.pqi_magnitude_curve(wb, [i / 20 for i in range(0, 20, 2)] + [0.95, 0.98], p, q)
+            curves[curve_key] = pqi_magnitude_curve(wb, [i / 20 for i in range(0, 20, 2)] + [0.95, 0.98], p, q)
     st.plotly_chart(charts_sparsity.pqi_ratio_curves(curves[curve_key], dense_accuracy), key="pqi_ratio")
 
 st.subheader("SAP: sparsity-informed adaptive pruning")
@@ -60,9 +62,9 @@ st.caption("Each round prunes within the scope, then retrains. Runs SAP(0.5,1), 
            "baselines, which prune 20% of the surviving weights per round (one-shot ranks the first trained "
            "model, lottery the latest). With p=0.5, q=1, eta_r=0, gamma=1, SAP prunes a fraction PQI per round.")
 c = st.columns(4)
-mode = c[0].radio("Retraining", list(pqi.MODES), **ui.keep("sap_mode", "rewind"),
+mode = c[0].radio("Retraining", list(MODES), **ui.keep("sap_mode", "rewind"),
                   format_func={"rewind": "rewind to init (paper)", "finetune": "fine-tune (variant)"}.get)
-sap_scope = c[1].radio("SAP scope", list(pqi.SCOPES), **ui.keep("sap_scope", "layer"))
+sap_scope = c[1].radio("SAP scope", list(SCOPES), **ui.keep("sap_scope", "layer"))
 rounds = c[2].number_input("Rounds", 1, 40, step=1, **ui.keep("sap_rounds", 6))
 epochs = c[3].number_input("Epochs per round", 1, 200, step=1, **ui.keep("sap_epochs", 10))
 c = st.columns(3)
@@ -80,7 +82,7 @@ b[2].button("Stop", help="Stops after the round in progress; the finished rounds
 go = resume
 if start:
     try:
-        runs = pqi.standard_runs(wb, mode, sap_scope, int(rounds), int(epochs), eta_r, gamma, beta)
+        runs = standard_runs(wb, mode, sap_scope, int(rounds), int(epochs), eta_r, gamma, beta)
         record = ss["sap"] = {"key": ss["wb_key"], "runs": runs, "settings": {
             "mode": mode, "scope": sap_scope, "rounds": int(rounds), "epochs": int(epochs), "eta_r": eta_r,
             "gamma": gamma, "beta": beta}}
@@ -99,14 +101,14 @@ if go and record is not None:
     st.rerun()  # redraw the buttons for the finished state
 
 if record is not None and any(run.records for run in record["runs"]):
-    frame = pqi.runs_frame(record["runs"])
+    frame = runs_frame(record["runs"])
     s = record["settings"]
     if not all(run.finished for run in record["runs"]):
         done = sum(len(run.records) for run in record["runs"])
         st.warning(f"Stopped: {done} of {sum(r.rounds + 1 for r in record['runs'])} rounds finished (shown). "
                    "Continue resumes where the runs stopped.")
     st.plotly_chart(charts_sparsity.sap_panel(frame, dense_accuracy), key="sap_panel")
-    st.caption(f"{pqi.MODES[s['mode']].capitalize()}: {s['mode']}, scope {s['scope']}, {s['epochs']} epochs per "
+    st.caption(f"{MODES[s['mode']].capitalize()}: {s['mode']}, scope {s['scope']}, {s['epochs']} epochs per "
                f"round, eta_r={s['eta_r']:g}, gamma={s['gamma']:g}, beta={s['beta']:g}; initial weights: "
                f"{record['runs'][0].config['init']}. PQI is measured on each retrained model, as in the paper.")
     table = frame[["run", "round", "remaining", "pqi_ref", "pqi", "accuracy", "pruned_accuracy", "pruned_fraction",

@@ -5,10 +5,10 @@ demo model it supports, by being registered."""
 
 from __future__ import annotations
 
-from . import interpolative, ispasp, magnitude, pqi, random
+from . import id, ispasp, magnitude, random, sap, units
 from .base import NEEDS, PROPERTIES, Method, MethodSpec, RankedChannels, RankedUnstructured, spec_for
 
-_FILES = (magnitude, random, pqi, interpolative, ispasp)
+_FILES = (magnitude, random, sap, id, ispasp, units)
 
 REGISTRY: dict[str, MethodSpec] = {}
 for _file in _FILES:

@@ -3,7 +3,9 @@
     python -m pruning_core.models.train_demo            # all demo models
     python -m pruning_core.models.train_demo digits-cnn # one
 
-Deterministic on CPU for a given seed and torch version. Writes ``assets/<name>.safetensors``,
+The demo recipe is ``experiments.training.train_masked`` with its defaults (Adam lr 3e-3, L2 weight decay 1e-4,
+cosine schedule, batch 64) from ``demo_initialisation``, 40 epochs, no mask. Deterministic on CPU for a given seed,
+torch version and thread count. Writes ``assets/<name>.safetensors``,
 ``assets/model_cards.json`` (machine-readable: seed, epochs, test accuracy, command) and
 ``assets/MODEL_CARD.md``.
 """
@@ -19,12 +21,8 @@ from safetensors.torch import save_file
 from torch import nn
 
 from ..data import DIGITS_SEED, load_digits
+from ..experiments.training import DEMO_BATCH, DEMO_EPOCHS, DEMO_LR, DEMO_WEIGHT_DECAY, seeded, train_masked
 from . import ARCHITECTURES, ASSETS, DEMO_MODELS
-
-EPOCHS = 40
-BATCH = 64
-LR = 3e-3
-WEIGHT_DECAY = 1e-4
 
 
 def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
@@ -33,27 +31,28 @@ def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
         return float((model(x).argmax(1) == y).float().mean())
 
 
-def train(name: str, seed: int = 0, epochs: int = EPOCHS) -> tuple[nn.Module, dict]:
-    torch.manual_seed(seed)
+def demo_initialisation(arch_name: str, seed: int = 0) -> nn.Module:
+    """The exact initial model of a built-in architecture as ``train`` creates it: ``torch.manual_seed(seed)`` then
+    ``ARCHITECTURES[arch_name].build()`` (the demo models use seed 0); the weights lottery-ticket rewinding goes
+    back to. The caller's random state is restored. Returns the model on the CPU in eval mode."""
+    if arch_name not in ARCHITECTURES:
+        raise KeyError(f"unknown architecture {arch_name!r}; available: {', '.join(ARCHITECTURES)}")
+    with seeded(seed, torch.device("cpu")):
+        model = ARCHITECTURES[arch_name].build()
+    return model.eval()
+
+
+def train(name: str, seed: int = 0, epochs: int = DEMO_EPOCHS) -> tuple[nn.Module, dict]:
     data = load_digits(DIGITS_SEED)
-    model = ARCHITECTURES[name].build()
-    opt = torch.optim.Adam(model.parameters(), lr=LR, weight_decay=WEIGHT_DECAY)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs)
-    g = torch.Generator().manual_seed(seed)
+    model = demo_initialisation(name, seed)
     x, y = data.train.x, data.train.y
     start = time.perf_counter()
-    for _ in range(epochs):
-        model.train()
-        for idx in torch.randperm(len(y), generator=g).split(BATCH):
-            opt.zero_grad()
-            nn.functional.cross_entropy(model(x[idx]), y[idx]).backward()
-            opt.step()
-        sched.step()
+    train_masked(model, None, x, y, epochs, seed=seed)
     card = {
         "architecture": name,
         "seed": seed,
         "epochs": epochs,
-        "optimizer": f"Adam lr={LR} weight_decay={WEIGHT_DECAY}, cosine schedule, batch {BATCH}",
+        "optimizer": f"Adam lr={DEMO_LR} weight_decay={DEMO_WEIGHT_DECAY}, cosine schedule, batch {DEMO_BATCH}",
         "data": f"sklearn digits, 70/30 stratified split, seed {DIGITS_SEED}",
         "train_accuracy": round(accuracy(model, x, y), 4),
         "test_accuracy": round(accuracy(model, data.eval.x, data.eval.y), 4),

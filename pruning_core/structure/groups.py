@@ -8,8 +8,8 @@ and every residual partner. We read that coupling once into plain index tensors 
 on never call Torch-Pruning again: per ratio we only select indices, then
 
   * ``zero_channels_`` masks a group in place (outputs identical to physical removal), and
-  * ``slice_model`` (``slicing.py``) builds the physically smaller model by ``index_select`` (no re-trace, no deepcopy of the
-    weights; untouched tensors may be shared with the source model).
+  * ``slice_model`` (``slicing.py``) builds the physically smaller model by ``index_select`` (no re-trace, no
+    deepcopy of the weights; untouched tensors may be shared with the source model).
 
 Only the kinds of layer whose slicing we implement are accepted (Conv1d/2d/3d with groups 1 or depthwise,
 Linear, BatchNorm, LayerNorm over one dimension); a group touching anything else is left out, with the reason

@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pruning_core.methods import pqi
+from pruning_core.algorithms.pq_index import pqi_table
+from pruning_core.experiments.sap import standard_runs
 
 PAGE = "pages/sparsity.py"
 REGISTERED = PAGE in (Path(__file__).resolve().parents[2] / "app.py").read_text()
@@ -30,7 +31,7 @@ def test_pqi_bars_for_the_dense_model_and_the_plan(app, figures):
     bars = figures(at)["pqi_bars"]["data"]
     assert [t["name"] for t in bars] == ["dense", "Magnitude, global (unstructured) at ratio 0.50"]
     assert bars[0]["x"] == list(wb.prunable)
-    table, glob = pqi.pqi_table(wb)
+    table, glob = pqi_table(wb)
     np.testing.assert_allclose(bars[0]["y"], table["pqi"], rtol=1e-9)
     assert not np.allclose(bars[1]["y"], bars[0]["y"])  # the plan's surviving weights have their own PQI
     assert at.metric[0].value == f"{glob:.4f}"
@@ -76,7 +77,7 @@ def test_sap_run_produces_rounds_that_survive_reruns(app, figures):
 def test_stopped_runs_are_shown_and_continue_resumes_them(app, figures):
     at = _open(app)
     wb = at.session_state["wb"]
-    runs = pqi.standard_runs(wb, "finetune", "global", rounds=2, epochs=1)
+    runs = standard_runs(wb, "finetune", "global", rounds=2, epochs=1)
     next(runs[0])  # as if a stop landed after the first run's round 0
     next(runs[0])
     at.session_state["sap"] = {"key": at.session_state["wb_key"], "runs": runs, "settings": {

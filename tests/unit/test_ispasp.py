@@ -11,8 +11,11 @@ from torch import nn
 
 from pruning_core import PlanError, Workbench
 from pruning_core.charts_ispasp import accuracy_by_ratio, residual_by_iteration, residual_frame, synthetic_residual
-from pruning_core.methods.ispasp import (ActivationMagnitude, ISpaSP, RandomUnits, decay_summary, ispasp_proxy,
-                                         ispasp_select, output_residual, paper_check, synthetic_experiment)
+from pruning_core.algorithms.cosamp import ispasp_proxy, ispasp_select, output_residual
+from pruning_core.checks.ispasp import paper_check
+from pruning_core.experiments.two_layer import decay_summary, synthetic_experiment
+from pruning_core.methods.ispasp import ISpaSP
+from pruning_core.methods.units import ActivationMagnitude, RandomUnits
 from pruning_core.structure import capture_inputs, kept_count, layer_two
 
 DEMO = ("digits-mlp", "digits-cnn", "digits-resnet")

@@ -100,7 +100,7 @@ def test_every_method_declares_what_it_needs_and_cites_its_source():
 
 def test_a_method_instance_works_wherever_a_key_does(demo_workbenches):
     from pruning_core import run_sweep
-    from pruning_core.methods.interpolative import InterpolativePruning
+    from pruning_core.methods.id import InterpolativePruning
     from pruning_core.methods.magnitude import MagnitudeUnstructured
 
     wb = demo_workbenches["digits-mlp"]

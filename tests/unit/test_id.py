@@ -12,9 +12,10 @@ from torch import nn
 
 from pruning_core import GroupError, PlanError, Workbench
 from pruning_core.charts_id import id_accuracy_curves, rank_decay_curves
-from pruning_core.methods.interpolative import (ColumnPivotedQR, InterpolativePruning, RowReducer,
-                                                UnitGroupMagnitude, interpolative_decomposition, paper_check,
-                                                unit_qrs)
+from pruning_core.algorithms.pivoted_qr import ColumnPivotedQR, RowReducer, interpolative_decomposition
+from pruning_core.checks.id import paper_check
+from pruning_core.methods.id import InterpolativePruning, unit_qrs
+from pruning_core.methods.units import UnitGroupMagnitude
 from pruning_core.metrics import parameter_count
 from pruning_core.structure import Unit, capture_inputs, channel_matrix, fold_into_consumer
 

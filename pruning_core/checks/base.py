@@ -1,28 +1,14 @@
-"""Paper checks: each seed method reproduces its paper's qualitative claim on our models and says whether our
-run agrees. The Methods screen draws the same results; ``python -m pruning_core check`` prints them as a table.
-
-A check is a function ``(wb, quick=False, progress=None, should_stop=None) -> CheckReport``:
-
-* ``wb``: a ``Workbench`` (the current model and data); checks that need no model (a synthetic experiment)
-  ignore it.
-* ``quick``: a smaller version of the same experiment for tests and CI (fewer seeds, epochs or points), with
-  the same claim and the same verdict rule.
-* ``progress(fraction, text)``: optional callback for long loops; ``should_stop()``: optional, polled between
-  steps, and a check that stops early returns what it has (``CheckReport.complete`` False).
-"""
+"""What a paper check is and returns: a ``Check`` (its name, what the screen says about it, how to run it and how
+to draw it); one ``CheckResult`` per claim (the paper's words, our figure, whether they agree) and a
+``CheckReport`` holding them with the frames the figures are drawn from; ``format_table`` prints the results for
+``python -m pruning_core check``."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Callable
 
-import importlib
-import time
-
 import pandas as pd
-
-Progress = Callable[[float, str], None] | None
-ShouldStop = Callable[[], bool] | None
 
 
 @dataclass
@@ -45,30 +31,18 @@ class CheckReport:
     notes: list[str] = field(default_factory=list)
 
 
-# check key -> (title, "module:function"); imported on first use so the CLI starts fast
-CHECKS: dict[str, tuple[str, str]] = {
-    "sap": ("PQ Index and SAP (Diao et al., ICLR 2023)", "pruning_core.methods.pqi:paper_check"),
-    "id": ("Interpolative decompositions (Chee et al., 2021)", "pruning_core.methods.interpolative:paper_check"),
-    "ispasp": ("i-SpaSP (Wolfe & Kyrillidis, 2022)", "pruning_core.methods.ispasp:paper_check"),
-}
+@dataclass(frozen=True)
+class Check:
+    """One paper's check: ``key`` (its one name), ``title`` and ``about`` (what the screen says about it),
+    ``auto`` (cheap enough to run on first view), ``run`` (``(wb, quick, progress, should_stop) -> CheckReport``)
+    and ``figures`` (``(report, dense_accuracy=None)`` -> rows of {figure name: plotly figure})."""
 
-
-def check_function(key: str) -> Callable:
-    if key not in CHECKS:
-        raise KeyError(f"unknown paper check {key!r}; available: {', '.join(CHECKS)}")
-    module, _, name = CHECKS[key][1].partition(":")
-    return getattr(importlib.import_module(module), name)
-
-
-def run_check(key: str, wb, quick: bool = False, progress: Progress = None, should_stop: ShouldStop = None
-              ) -> CheckReport:
-    """Run one paper check on ``wb``; every result is labelled with the workbench's model name."""
-    start = time.perf_counter()
-    report = check_function(key)(wb, quick=quick, progress=progress, should_stop=should_stop)
-    report.seconds = report.seconds or time.perf_counter() - start
-    for r in report.results:
-        r.model = r.model or getattr(wb, "name", "")
-    return report
+    key: str
+    title: str
+    about: str
+    run: Callable[..., CheckReport]
+    figures: Callable[..., list[dict]]
+    auto: bool = False
 
 
 def verdict(agrees: bool | None) -> str:

@@ -6,8 +6,7 @@ fine-tuning after pruning. A masked-out weight stays **exactly** zero for the wh
 before every optimiser step (the authors' ``Mask.freeze_grad``) and the mask is multiplied back in after every
 step, so neither weight decay nor momentum (or Adam's moment estimates) can revive it.
 
-``demo_initialisation`` rebuilds the exact initial weights of the bundled demo models (the weights lottery-ticket
-rewinding goes back to); ``reinitialise`` gives a seeded fresh initialisation for a model whose initial weights
+``reinitialise`` gives a seeded fresh initialisation for a model whose initial weights
 are unknown; ``trainable_copy`` copies any model, TorchScript included, so that it can be trained.
 """
 
@@ -21,10 +20,8 @@ from typing import Callable
 import torch
 from torch import nn
 
-from .models import ARCHITECTURES
-
-# The demo models' recipe (pruning_core/models/train_demo.py): Adam 3e-3, L2 weight decay 1e-4, a cosine
-# schedule over the epochs, batch 64.
+# The demo models' recipe (models/train_demo.py trains them with ``train_masked`` and these defaults): Adam 3e-3,
+# L2 weight decay 1e-4, a cosine schedule over the epochs, batch 64.
 DEMO_LR = 3e-3
 DEMO_WEIGHT_DECAY = 1e-4
 DEMO_BATCH = 64
@@ -33,7 +30,7 @@ OPTIMIZERS = ("adam", "sgd")
 
 
 @contextmanager
-def _seeded(seed: int, device: torch.device):
+def seeded(seed: int, device: torch.device):
     """Seed torch's global generators for the block (dropout, reset_parameters) without disturbing the caller's
     random state afterwards."""
     devices = [device.index or 0] if device.type == "cuda" else []
@@ -58,9 +55,8 @@ def train_masked(model: nn.Module, masks: dict[str, torch.Tensor] | None, x: tor
     * Every step: backward, gradients of masked entries zeroed, optimiser step, mask multiplied back in.
     * Batch order comes from a ``torch.Generator`` seeded with ``seed`` (one ``randperm`` per epoch); the global
       generators are also seeded for the run (dropout) and restored afterwards. On the CPU the result is
-      deterministic for a seed: with an all-ones mask, ``demo_initialisation(name)`` and 40 epochs this is exactly
-      ``models/train_demo.py`` and reproduces the committed demo weights (bit for bit with the thread count they
-      were trained with; another count reorders float reductions, about 1e-7 after 40 epochs).
+      deterministic for a seed (bit for bit with the same thread count; another count reorders float reductions,
+      about 1e-7 after 40 epochs). ``models/train_demo.py`` trains the demo models with it.
     * BatchNorm layers are in train mode while training; the model is returned in eval mode.
     * ``should_stop()``: polled before every batch; when it returns True, training stops there and the model is
       returned as it is (the caller, who owns the callback, knows it stopped).
@@ -95,7 +91,7 @@ def train_masked(model: nn.Module, masks: dict[str, torch.Tensor] | None, x: tor
     g = torch.Generator().manual_seed(seed)
     masked = [(params[name], m) for name, m in keep.items()]
     stopped = False
-    with _seeded(seed, device):
+    with seeded(seed, device):
         for _ in range(epochs):
             model.train()
             for idx in torch.randperm(len(y), generator=g).split(batch_size):
@@ -149,7 +145,7 @@ def reinitialise(model: nn.Module, seed: int = 0) -> nn.Module:
     exposes none), rather than silently leaving trained weights in place."""
     device = next(model.parameters()).device
     reset_ids = set()
-    with _seeded(seed, device), torch.no_grad():
+    with seeded(seed, device), torch.no_grad():
         for module in model.modules():
             reset = getattr(module, "reset_parameters", None)
             if callable(reset):
@@ -162,16 +158,5 @@ def reinitialise(model: nn.Module, seed: int = 0) -> nn.Module:
     return model.eval()
 
 
-def demo_initialisation(arch_name: str, seed: int = 0) -> nn.Module:
-    """The exact initial model of a built-in architecture as ``models/train_demo.py`` creates it:
-    ``torch.manual_seed(seed)`` then ``ARCHITECTURES[arch_name].build()`` (the demo models use seed 0). The
-    caller's random state is restored. Returns the model on the CPU in eval mode."""
-    if arch_name not in ARCHITECTURES:
-        raise KeyError(f"unknown architecture {arch_name!r}; available: {', '.join(ARCHITECTURES)}")
-    with _seeded(seed, torch.device("cpu")):
-        model = ARCHITECTURES[arch_name].build()
-    return model.eval()
-
-
-__all__ = ["DEMO_BATCH", "DEMO_EPOCHS", "DEMO_LR", "DEMO_WEIGHT_DECAY", "demo_initialisation", "reinitialise",
+__all__ = ["DEMO_BATCH", "DEMO_EPOCHS", "DEMO_LR", "DEMO_WEIGHT_DECAY", "OPTIMIZERS", "reinitialise", "seeded",
            "train_masked", "trainable_copy"]

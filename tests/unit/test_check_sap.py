@@ -15,7 +15,7 @@ import pytest
 
 from pruning_core import Workbench, load_builtin
 from pruning_core.checks import format_table
-from pruning_core.methods.pqi import FEW_REMAINING, accuracy_at_remaining, paper_check
+from pruning_core.checks.sap import FEW_REMAINING, accuracy_at_remaining, paper_check
 
 
 @pytest.fixture(scope="module")
