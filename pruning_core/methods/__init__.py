@@ -1,18 +1,19 @@
 """Pruning methods by name. Each method file defines its classes and a ``SPECS`` list (see ``MethodSpec``); the
-registry is assembled from the files listed in ``_FILES``. Adding a method: its file (class + spec), its test, and
-one line here if the file is new. The conformance suite (tests/unit/test_conformance.py) then tests it on every
-demo model it supports, by being registered."""
+registry is assembled from the files listed in ``_FILES``, in that order. Adding a method: its file (class + spec),
+its test, and its file's name in ``_FILES`` if the file is new. The conformance suite
+(tests/unit/test_conformance.py) then tests it on every demo model it supports, by being registered."""
 
 from __future__ import annotations
 
-from . import id, ispasp, magnitude, random, sap, units
+import importlib
+
 from .base import NEEDS, PROPERTIES, Method, MethodSpec, RankedChannels, RankedUnstructured, spec_for
 
-_FILES = (magnitude, random, sap, id, ispasp, units)
+_FILES = ("magnitude", "random", "sap", "id", "ispasp", "units")
 
 REGISTRY: dict[str, MethodSpec] = {}
-for _file in _FILES:
-    for _spec in _file.SPECS:
+for _name in _FILES:
+    for _spec in importlib.import_module(f".{_name}", __name__).SPECS:
         if _spec.key in REGISTRY:
             raise ValueError(f"two methods are named {_spec.key!r}")
         REGISTRY[_spec.key] = _spec
