@@ -133,7 +133,7 @@ def _methods(args) -> int:
 
 def _sweep(args) -> int:
     methods = _method_keys(args.methods)
-    ratios = _ratios(args)
+    ratios = ratios_from_args(args)
     with _removed_if_failed(_output_folder(args.out, "--out")):  # an unwritable folder fails before the work
         return _sweep_into(args, methods, ratios)
 
@@ -249,7 +249,8 @@ def _ratio(text: str) -> float:
         raise UsageError(str(e) if isinstance(e, PlanError) else f"the ratio must be a number, got {text!r}")
 
 
-def _ratios(args) -> list[float]:
+def ratios_from_args(args) -> list[float]:
+    """The --ratios list or --grid of a sweep command, counted before conversion, merged and sorted."""
     if args.ratios is not None:
         parts = [r for r in args.ratios.split(",") if r.strip()]
         if not parts:

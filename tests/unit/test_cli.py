@@ -189,11 +189,11 @@ def test_refused_before_any_work(argv, message, tmp_path, capsys, monkeypatch):
 
 
 def test_ratio_lists_are_sorted_and_merged():
-    from pruning_core.cli import _ratios, build_parser
+    from pruning_core.cli import build_parser, ratios_from_args
 
     args = build_parser().parse_args(["sweep", "--methods", "random", "--ratios", "0.5,0.5, 0,0.50,0.3",
                                       "--out", "x"])
-    assert _ratios(args) == [0.0, 0.3, 0.5]
+    assert ratios_from_args(args) == [0.0, 0.3, 0.5]
 
 
 def test_a_failed_final_write_is_one_line(tmp_path, capsys, monkeypatch):
