@@ -24,6 +24,7 @@ import streamlit as st
 
 from pruning_core import (REGISTRY, DataError, DataSplits, GroupError, Plan, PlanError, SweepResult, Workbench,
                           check_ratio, load_digits, load_npz, make_method, sweep)
+from pruning_core import session
 from pruning_core.export import ExportError
 from pruning_core.loading import LoadedModel, ModelLoadError, load_builtin_model, load_model_file
 from pruning_core.methods import Method
@@ -257,10 +258,6 @@ def watch_uploads(uploaders: dict[str, tuple[str, tuple[str, ...]]], key: str = 
                   on_refused_change=on_refused)
 
 
-def _shape(shape) -> str:
-    return "x".join(str(int(s)) for s in shape)
-
-
 def open_workbench(model_src: ModelSource, data_src: DataSource) -> None:
     """Load, validate and install a new model + data pair as this session's workbench.
 
@@ -269,13 +266,7 @@ def open_workbench(model_src: ModelSource, data_src: DataSource) -> None:
     """
     loaded = model_src.load()
     data = data_src.load()
-    if loaded.input_shape and tuple(loaded.input_shape) != tuple(data.sample_shape):
-        hint = (" The bundled digits only fit the digits models; upload an .npz whose X has shape "
-                f"(N, {', '.join(map(str, loaded.input_shape))}) and load again." if data_src.data is None else "")
-        raise DataError(f"{loaded.name} expects inputs of shape {_shape(loaded.input_shape)}, but the samples of "
-                        f"{data.name} have shape {_shape(data.sample_shape)}.{hint}")
-    wb = Workbench(loaded.model, data, name=loaded.name)  # raises DataError when data and model do not fit
-    wb.dense_metrics()
+    wb = session.open_workbench(loaded, data, bundled_data=data_src.data is None)  # the CLI's checks too
     ss = st.session_state
     ss["wb"], ss["wb_key"] = wb, f"{model_src.identity}|{data_src.identity}"
     ss["model_info"] = {"name": loaded.name, "kind": loaded.kind, "architecture": loaded.architecture,
@@ -319,15 +310,8 @@ def show_error(error: Exception, what: str = "") -> None:
 
 def available_methods(wb: Workbench) -> list[str]:
     """Registry keys usable on this model: structured ones only when it has channel groups, unit methods
-    (ID, i-SpaSP) only when it has two-layer units."""
-    out = []
-    for k, s in REGISTRY.items():
-        if s.granularity == "structured" and not wb.supports_structured:
-            continue
-        if s.requires == "units" and not wb.units:
-            continue
-        out.append(k)
-    return out
+    (ID, i-SpaSP) only when it has two-layer units: what each spec's ``unavailable`` says."""
+    return [k for k, s in REGISTRY.items() if s.unavailable(wb) is None]
 
 
 def method_label(key: str) -> str:

@@ -41,6 +41,7 @@ from .methods import REGISTRY, make_method
 from .models import ARCHITECTURES, DEMO_MODELS
 from .plan import PlanError, check_ratio
 from .sweep import ratio_grid, run_sweep
+from .session import open_workbench
 from .workbench import Workbench
 
 _TABLE_COLUMNS = ["method", "ratio", "accuracy", "agreement", "params_fraction", "flops_fraction", "sparsity"]
@@ -281,7 +282,7 @@ def _workbench(args) -> tuple[LoadedModel, Workbench]:
     _log(f"model {loaded.name} ({loaded.kind}), data {splits.name}")
     for note in loaded.notes:
         _log(f"note: {note}")
-    return loaded, Workbench(loaded.model, splits, device=args.device, name=loaded.name)
+    return loaded, open_workbench(loaded, splits, device=args.device, bundled_data=not args.data)
 
 
 def _read_input(path: Path) -> bytes:
