@@ -7,6 +7,12 @@ sidebar, and st.navigation over the screens in pages/.
 import streamlit as st
 
 import explorer_ui
+from pruning_core import runtime
+
+# once per process: one thread count for every session's torch work, and the imported modules kept out of the
+# full garbage collection Streamlit runs after every script run (pruning_core/runtime.py says why)
+runtime.configure_threads()
+runtime.freeze_long_lived_objects()
 
 # an emoji, not a material icon: with a material icon and no page_icon the browser fetches fonts online
 st.set_page_config(page_title="Pruning Explorer", page_icon="✂️", layout="wide")
@@ -28,3 +34,5 @@ page = st.navigation([
 page.run()
 # drawn after the page so that a model loaded on this run is already the one shown
 explorer_ui.render_sidebar()
+# again after a page imported what it needed lazily (a sweep imports a few hundred modules); a no-op otherwise
+runtime.freeze_long_lived_objects()

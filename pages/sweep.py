@@ -1,5 +1,7 @@
 """Sweep: methods x ratios, measured live with a progress bar; then a ratio slider scrubs the stored results
-(no recomputation) and shows the metrics, the per-layer kept fractions and a marker on every chart."""
+(no recomputation) and shows the metrics, the per-layer kept fractions and a marker on every chart. The
+curves are panels of one figure: each move redraws every chart, and the browser draws one figure faster than
+four."""
 
 import streamlit as st
 
@@ -74,29 +76,26 @@ def results() -> None:
     table = at[[c for c in columns if flops_known or c != "flops_fraction"]].rename(columns={
         "label": "method", "sparsity": "realised sparsity", "params_fraction": "params kept",
         "flops_fraction": "FLOPs kept"})
-    percent = ("accuracy", "agreement", "realised sparsity", "params kept", "FLOPs kept")
-    st.dataframe(table.style.format({c: "{:.2%}" for c in percent if c in table} | {"loss": "{:.4f}"}),
-                 hide_index=True, width="stretch")
+    # formats in the browser rather than a pandas Styler, which renders every cell on the server per move
+    formats = {c: st.column_config.NumberColumn(format="percent") for c in
+               ("accuracy", "agreement", "realised sparsity", "params kept", "FLOPs kept")}
+    st.dataframe(table, hide_index=True, width="stretch",
+                 column_config=formats | {"loss": st.column_config.NumberColumn(format="%.4f")})
     swept = list(at.index)
     st.selectbox("Plan for the Layers and Export pages", swept, format_func=ui.method_label,
                  **ui.keep("choice_method", best, options=swept))
 
-    top_left, top_right = st.columns(2)
-    top_left.plotly_chart(charts.metric_curves(points, "ratio", "accuracy", ratio, dense), key="acc_ratio")
-    if flops_known:
-        top_right.plotly_chart(charts.metric_curves(points, "flops_fraction", "accuracy", ratio, dense),
-                               key="acc_flops")
-    else:
-        top_right.info("FLOPs per layer cannot be counted inside this model (TorchScript or exported program), "
-                       "so FLOPs kept is not measured; parameters kept is.")
-    mid_left, mid_right = st.columns(2)
-    mid_left.plotly_chart(charts.metric_curves(points, "params_fraction", "accuracy", ratio, dense),
-                          key="acc_params")
-    extra = mid_right.radio("Also plot", ["agreement", "loss"], horizontal=True, label_visibility="collapsed",
-                            format_func={"agreement": "agreement with the dense model", "loss": "loss"}.get,
-                            **ui.keep("sweep_extra", "agreement"))
-    mid_right.plotly_chart(charts.metric_curves(points, "ratio", extra, ratio), key="extra_ratio")
+    extra = st.radio("The last panel plots", ["agreement", "loss"], horizontal=True,
+                     format_func={"agreement": "agreement with the dense model", "loss": "loss"}.get,
+                     **ui.keep("sweep_extra", "agreement"))
+    if not flops_known:
+        st.info("FLOPs per layer cannot be counted inside this model (TorchScript or exported program), "
+                "so FLOPs kept is not measured; parameters kept is.")
+    panels = [("ratio", "accuracy"), ("flops_fraction", "accuracy"), ("params_fraction", "accuracy"), ("ratio", extra)]
+    st.plotly_chart(charts.metric_panels(points, [p for p in panels if flops_known or p[0] != "flops_fraction"],
+                                         ratio, {"accuracy": dense}), key="curves")
     layers = result.layers[(result.layers["ratio"] - ratio).abs() < 1e-9]
-    st.plotly_chart(charts.kept_fraction_bars(layers, dict(zip(at.index, at["label"]))), key="kept_bars")
+    st.plotly_chart(charts.kept_fraction_bars(layers, dict(zip(at.index, at["label"], strict=True))), key="kept_bars")
+
 
 results()

@@ -43,13 +43,17 @@ def _array(v):
     return v
 
 
+def _decoded(value):
+    """Every typed array in a figure's JSON, wherever it is (x, y, marker sizes, customdata), as a list."""
+    if isinstance(value, dict):
+        return _array(value) if "bdata" in value else {k: _decoded(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_decoded(v) for v in value]
+    return value
+
+
 def decode_figure(element) -> dict:
-    fig = json.loads(element.proto.spec)
-    for trace in fig.get("data", []):
-        for k in ("x", "y", "z"):
-            if k in trace:
-                trace[k] = _array(trace[k]) if not isinstance(trace[k], list) else [_array(r) for r in trace[k]]
-    return fig
+    return _decoded(json.loads(element.proto.spec))
 
 
 @pytest.fixture

@@ -26,21 +26,46 @@ def _metrics(at) -> dict[str, str]:
     return {m.label: m.value for m in at.main.metric}
 
 
+def _panels(figure) -> dict[str, list[dict]]:
+    """The traces of each panel of the curves figure, by its x column's axis title."""
+    layout = figure["layout"]
+    by_axis = {}
+    for trace in figure["data"]:
+        axis = "xaxis" + trace.get("xaxis", "x")[1:]
+        by_axis.setdefault(layout[axis]["title"]["text"], []).append(trace)
+    return by_axis
+
+
 def test_sweep_draws_one_curve_per_method(app, figures):
     at = _sweep_page(app)
     assert not at.exception and not at.error
     charts = figures(at)
-    for key, x in (("acc_ratio", "ratio"), ("acc_flops", "flops_fraction"), ("acc_params", "params_fraction")):
-        traces = charts[key]["data"]
-        assert [t["name"] for t in traces] == [explorer_ui.method_label(m) for m in METHODS], key
-        assert all(len(t["x"]) == len(RATIOS) and len(t["y"]) == len(RATIOS) for t in traces), key
-    assert charts["acc_ratio"]["data"][0]["x"] == pytest.approx(RATIOS)
+    assert set(charts) == {"curves", "kept_bars"}
+    panels = _panels(charts["curves"])
+    labels = [explorer_ui.method_label(m) for m in METHODS]
+    for x in ("pruning ratio (fraction removed, nominal)", "FLOPs kept (fraction of dense)",
+              "parameters kept (fraction of dense)"):
+        traces = panels[x]
+        assert [t["name"] for t in traces][:len(METHODS)] == labels, x
+        assert all(len(t["x"]) == len(RATIOS) and len(t["y"]) == len(RATIOS) for t in traces), x
+    ratio_panels = panels["pruning ratio (fraction removed, nominal)"]
+    assert len(ratio_panels) == 2 * len(METHODS)  # accuracy and agreement against the ratio
+    assert ratio_panels[0]["x"] == pytest.approx(RATIOS)
+    # one legend entry per method, shared by the four panels
+    assert [t["name"] for t in charts["curves"]["data"] if t.get("showlegend", True)] == labels
     # realised sparsity of structured plans exceeds the nominal ratio (channels remove rows and columns)
     points = explorer_ui.sweep_result(at.session_state["sweeps"][at.session_state["wb_key"]]).points
     group = points[(points["method"] == "group-l1") & (points["ratio"] == 0.6)]
     assert float(group["sparsity"].iloc[0]) > 0.6
     bars = charts["kept_bars"]["data"]
     assert len(bars) == len(METHODS) and len(bars[0]["y"]) == len(at.session_state["wb"].prunable)
+
+
+def _ratio_marks(figure) -> list[str]:
+    """Every place a chart names the selected ratio: panel markers and the bars' title."""
+    texts = [a["text"] for a in figure["layout"].get("annotations", [])] + [figure["layout"]["title"]["text"]
+                                                                          if "title" in figure["layout"] else ""]
+    return [t for t in texts if "r = " in t]
 
 
 def test_scrubbing_reads_stored_results_only(app, figures):
@@ -50,11 +75,20 @@ def test_scrubbing_reads_stored_results_only(app, figures):
     assert passes > len(METHODS) * len(RATIOS)  # the dense pass plus one per point: the counter is live
     at.select_slider(key="_sweep_ratio").set_value(0.3).run()
     at_03 = _metrics(at)
-    marker_03 = figures(at)["acc_ratio"]["layout"]["shapes"][-1]["x0"]
+    markers_03 = [s["x0"] for s in figures(at)["curves"]["layout"]["shapes"] if s["yref"].endswith("domain")]
     at.select_slider(key="_sweep_ratio").set_value(0.9).run()
     at_09 = _metrics(at)
     assert at_03 != at_09
-    assert figures(at)["acc_ratio"]["layout"]["shapes"][-1]["x0"] == 0.9 and marker_03 == 0.3
+    charts = figures(at)
+    # the vertical marker on both panels against the ratio, and every panel and chart names the ratio
+    assert [s["x0"] for s in charts["curves"]["layout"]["shapes"] if s["yref"].endswith("domain")] == [0.9, 0.9]
+    assert markers_03 == [0.3, 0.3]
+    assert len(_ratio_marks(charts["curves"])) == 4 and all("r = 0.90" in t for t in _ratio_marks(charts["curves"]))
+    assert _ratio_marks(charts["kept_bars"]) == ["Kept fraction per layer at r = 0.90"]
+    # on every curve, one point is ringed: the one measured at the selected ratio
+    for trace in charts["curves"]["data"]:
+        ringed = [row[0] for row, size in zip(trace["customdata"], trace["marker"]["size"], strict=True) if size == 14]
+        assert ringed == [pytest.approx(0.9)], trace["name"]
     assert at.session_state["wb"].eval_passes == passes, "moving the slider must not evaluate anything"
     assert at.session_state["choice_ratio"] == 0.9
     # the slider keeps its value across a page switch
@@ -78,7 +112,7 @@ def test_interrupted_sweep_keeps_measured_points(app, monkeypatch):
     assert len(record["points"]) == 5 and not record["finished"]
     at.run()
     assert at.warning and "5 of 12" in at.warning[0].value
-    assert len(at.get("plotly_chart")) == 5
+    assert {el.key for el in at.get("plotly_chart")} == {"curves", "kept_bars"}
 
 
 @pytest.mark.parametrize("ratios, message", [("0.5, 1.0", "remove every weight"), ("0.5, -0.2", "negative"),
