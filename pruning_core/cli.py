@@ -41,6 +41,7 @@ from .methods import REGISTRY, make_method
 from .models import ARCHITECTURES, DEMO_MODELS
 from .plan import PlanError, check_ratio
 from .sweep import ratio_grid, run_sweep
+from .runtime import configure_threads
 from .session import open_workbench
 from .workbench import Workbench
 
@@ -108,6 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
+        configure_threads()  # once per process: torch and BLAS pools (PRUNING_EXPLORER_THREADS overrides)
         return {"models": _models, "methods": _methods, "sweep": _sweep, "export": _export,
                 "check": _check}[args.command](args)
     except (UsageError, ModelLoadError, DataError, PlanError, GroupError, ExportError) as e:
