@@ -416,6 +416,25 @@ def sweep_result(record: dict) -> SweepResult:
     return record["result"][1]
 
 
+SWEEP_FIGURES_KEPT = 48  # per sweep: both Sweep charts at 24 ratio-and-choice combinations
+
+
+def sweep_figure(record: dict, key: tuple, build):
+    """A figure of this sweep record built once per ``key`` (the chart, the ratio and the choices it shows)
+    and kept with the record, so that scrubbing back to a ratio builds nothing; rebuilt when new points
+    arrive, the oldest dropped beyond ``SWEEP_FIGURES_KEPT``. ``build()`` makes the figure; the figures are
+    shared by later reruns and never changed."""
+    n, figures = record.get("figures", (None, {}))
+    if n != len(record["points"]):
+        n, figures = len(record["points"]), {}
+        record["figures"] = (n, figures)
+    if key not in figures:
+        if len(figures) >= SWEEP_FIGURES_KEPT:
+            figures.pop(next(iter(figures)))
+        figures[key] = build()
+    return figures[key]
+
+
 def run_sweep_live(methods: list[str], ratios: list[float], structured: str) -> dict:
     """Run a sweep with a progress bar, appending every point to session state as soon as it is measured, so
     that leaving the page (or pressing anything) mid-sweep keeps the points already measured."""

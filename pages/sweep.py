@@ -92,10 +92,12 @@ def results() -> None:
         st.info("FLOPs per layer cannot be counted inside this model (TorchScript or exported program), "
                 "so FLOPs kept is not measured; parameters kept is.")
     panels = [("ratio", "accuracy"), ("flops_fraction", "accuracy"), ("params_fraction", "accuracy"), ("ratio", extra)]
-    st.plotly_chart(charts.metric_panels(points, [p for p in panels if flops_known or p[0] != "flops_fraction"],
-                                         ratio, {"accuracy": dense}), key="curves")
-    layers = result.layers[(result.layers["ratio"] - ratio).abs() < 1e-9]
-    st.plotly_chart(charts.kept_fraction_bars(layers, dict(zip(at.index, at["label"], strict=True))), key="kept_bars")
+    panels = [p for p in panels if flops_known or p[0] != "flops_fraction"]
+    st.plotly_chart(ui.sweep_figure(record, ("curves", ratio, extra), lambda: charts.metric_panels(
+        points, panels, ratio, {"accuracy": dense})), key="curves")
+    labels = dict(zip(at.index, at["label"], strict=True))
+    st.plotly_chart(ui.sweep_figure(record, ("kept_bars", ratio), lambda: charts.kept_fraction_bars(
+        result.layers[(result.layers["ratio"] - ratio).abs() < 1e-9], labels)), key="kept_bars")
 
 
 results()
