@@ -11,8 +11,8 @@ from pruning_core.export import FORMATS, export_plan, format_report
 
 ui.require_session()
 st.title("Export")
-ss = st.session_state
-wb = ui.workbench()
+state = ui.state()
+wb = state.workbench
 method, ratio = ui.plan_picker()
 extra = [f for f in FORMATS if f != "state_dict"]
 formats = st.multiselect("Formats besides the safetensors weights and plan.json (always included)", extra,
@@ -28,17 +28,15 @@ if st.button("Build export", type="primary"):
     try:
         plan = ui.plan_for(method, ratio)
         with st.spinner("Exporting, reloading every file to verify it, measuring latency…"):
-            bundle = export_plan(wb, plan, formats=("state_dict", *formats),
-                                 architecture=ss["model_info"]["architecture"])
-        model = re.sub(r"[^\w.-]+", "-", ss["model_info"]["name"]).strip("-")
-        ss["export"] = {"wb_key": ss["wb_key"], "bundle": bundle,
-                        "file_name": f"pruned-{model}-{method}-r{ratio:.2f}.zip"}
+            bundle = export_plan(wb, plan, formats=("state_dict", *formats), architecture=state.model.architecture)
+        model = re.sub(r"[^\w.-]+", "-", state.model.name).strip("-")
+        state.export = ui.ExportRecord(state.key, bundle, f"pruned-{model}-{method}-r{ratio:.2f}.zip")
     except Exception as e:  # ExportError, PlanError, or an exporter failing on an unusual model: page stays up
         ui.show_error(e, "Nothing was exported")
 
-record = ss.get("export")
-if record and record["wb_key"] == ss["wb_key"]:
-    bundle = record["bundle"]
+record = state.export
+if record and record.workbench_key == state.key:
+    bundle = record.bundle
     report, before, after = bundle.report, bundle.report["before"], bundle.report["after"]
     st.subheader(f"{ui.method_label(report['method'])} at ratio {report['ratio_removed']:.2f}")
     cols = st.columns(5)
@@ -68,8 +66,8 @@ if record and record["wb_key"] == ss["wb_key"]:
                  column_config={"size": st.column_config.NumberColumn("size (bytes)", format="localized")})
     for note in report["notes"]:
         st.caption(note)
-    st.download_button(f"Download {record['file_name']} ({len(bundle.zip_bytes) / 1024:,.0f} KiB)",
-                       bundle.zip_bytes, file_name=record["file_name"], mime="application/zip",
+    st.download_button(f"Download {record.file_name} ({len(bundle.zip_bytes) / 1024:,.0f} KiB)",
+                       bundle.zip_bytes, file_name=record.file_name, mime="application/zip",
                        on_click="ignore", type="primary")
     with st.expander("report.md"):
         st.markdown(format_report(report))

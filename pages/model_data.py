@@ -9,7 +9,6 @@ from pruning_core import GroupError
 
 ui.require_session()
 st.title("Model & data")
-ss = st.session_state
 LIMIT_HELP = (f"Up to {ui.upload_limit_mb()} MB per file (`server.maxUploadSize`); a larger file is refused before "
               "it is sent. Every uploaded file is treated as untrusted.")
 
@@ -78,17 +77,18 @@ if st.button("Load model and data", type="primary"):
             data_file = chosen_file("data", data_file, "Choose an .npz file to upload first.")
             data_src = ui.DataSource(data=data_file.getvalue(), filename=data_file.name)
         with st.spinner("Loading and checking the model on the data…"):
-            ui.open_workbench(model_src, data_src)
+            loaded = ui.open_workbench(model_src, data_src)
         ui.forget_refused()
-        st.success(f"Loaded {ui.plain(ss['model_info']['name'])} on {ui.plain(ss['data_info']['name'])}.")
+        st.success(f"Loaded {ui.plain(loaded.model.name)} on {ui.plain(loaded.data.name)}.")
     except Exception as e:  # every failure keeps the previous model and data
         ui.show_error(e, "Nothing was changed")
 
 st.divider()
-wb, info, data = ui.workbench(), ss["model_info"], ss["data_info"]
+state = ui.state()
+wb, info, data = state.workbench, state.model, state.data
 dense = wb.dense_metrics()
-st.subheader(f"{ui.plain(info['name'])} on {ui.plain(data['name'])}")
-for note in info["notes"]:
+st.subheader(f"{ui.plain(info.name)} on {ui.plain(data.name)}")
+for note in info.notes:
     st.info(note)
 cols = st.columns(5)
 cols[0].metric("Parameters", ui.fmt_count(wb.dense_params), help=f"{wb.dense_params:,} parameters")
@@ -97,9 +97,9 @@ cols[1].metric("FLOPs per sample", ui.fmt_count(wb.dense_flops[0]),
 cols[2].metric("Dense accuracy", f"{dense.accuracy:.2%}")
 cols[3].metric("Dense loss", f"{dense.loss:.4f}")
 cols[4].metric("Device", str(wb.device))
-st.caption(f"Data: {data['evaluation']:,} evaluation samples (every accuracy shown), {data['calibration']:,} "
+st.caption(f"Data: {data.evaluation:,} evaluation samples (every accuracy shown), {data.calibration:,} "
            f"calibration samples (for methods that look at activations or gradients) · sample shape "
-           f"{'x'.join(map(str, data['sample_shape']))} · {data['classes']} classes.")
+           f"{'x'.join(map(str, data.sample_shape))} · {data.classes} classes.")
 
 layers_col, groups_col = st.columns([3, 2])
 with layers_col:

@@ -10,8 +10,8 @@ from pruning_core import PlanError, charts, ratio_grid
 
 ui.require_session()
 st.title("Sweep")
-ss = st.session_state
-wb = ui.workbench()
+state = ui.state()
+wb = state.workbench
 methods = ui.available_methods(wb)
 # per-layer FLOPs (what realised FLOPs are computed from) are invisible inside TorchScript / exported programs
 flops_known = bool(wb.dense_flops[1])
@@ -43,22 +43,22 @@ if st.button("Run sweep", type="primary"):
 
 
 def _select_ratio() -> None:
-    ss["choice_ratio"] = ss["sweep_ratio"]
+    state.choose(ratio=st.session_state["sweep_ratio"])
 
 
 @st.fragment
 def results() -> None:
-    record = ui.current_sweep()
-    if not record or not record["points"]:
+    record = state.sweep
+    if not record or not record.points:
         st.info("No results yet for this model: choose methods and ratios, then run the sweep.")
         return
-    result = ui.sweep_result(record)
+    result = record.result()
     points, dense = result.points, result.meta["dense_accuracy"]
-    if not record["finished"]:
-        st.warning(f"This sweep was interrupted: {len(points)} of {record['planned']} points were measured; "
+    if not record.finished:
+        st.warning(f"This sweep was interrupted: {len(points)} of {record.planned} points were measured; "
                    "they are shown below. Run it again to complete it.")
     ratios = sorted({float(r) for r in points["ratio"]})
-    nearest = min(ratios, key=lambda r: abs(r - ss.get("choice_ratio", ui.DEFAULT_RATIO)))
+    nearest = min(ratios, key=lambda r: abs(r - state.choice.ratio))
     ratio = st.select_slider("Scrub the results: pruning ratio", ratios, format_func=lambda r: f"{r:.2f}",
                              **ui.keep("sweep_ratio", nearest, options=ratios, on_change=_select_ratio))
     at = result.at(ratio).set_index("method")
@@ -82,8 +82,10 @@ def results() -> None:
     st.dataframe(table, hide_index=True, width="stretch",
                  column_config=formats | {"loss": st.column_config.NumberColumn(format="%.4f")})
     swept = list(at.index)
+    plan_method = state.choice.method if state.choice.method in swept else best
+    state.choose(method=plan_method)
     st.selectbox("Plan for the Layers and Export pages", swept, format_func=ui.method_label,
-                 **ui.keep("choice_method", best, options=swept))
+                 **ui.bind("choice_method", plan_method, lambda m: state.choose(method=m)))
 
     extra = st.radio("The last panel plots", ["agreement", "loss"], horizontal=True,
                      format_func={"agreement": "agreement with the dense model", "loss": "loss"}.get,
@@ -93,10 +95,10 @@ def results() -> None:
                 "so FLOPs kept is not measured; parameters kept is.")
     panels = [("ratio", "accuracy"), ("flops_fraction", "accuracy"), ("params_fraction", "accuracy"), ("ratio", extra)]
     panels = [p for p in panels if flops_known or p[0] != "flops_fraction"]
-    st.plotly_chart(ui.sweep_figure(record, ("curves", ratio, extra), lambda: charts.metric_panels(
+    st.plotly_chart(record.figure(("curves", ratio, extra), lambda: charts.metric_panels(
         points, panels, ratio, {"accuracy": dense})), key="curves")
     labels = dict(zip(at.index, at["label"], strict=True))
-    st.plotly_chart(ui.sweep_figure(record, ("kept_bars", ratio), lambda: charts.kept_fraction_bars(
+    st.plotly_chart(record.figure(("kept_bars", ratio), lambda: charts.kept_fraction_bars(
         result.layers[(result.layers["ratio"] - ratio).abs() < 1e-9], labels)), key="kept_bars")
 
 

@@ -14,6 +14,7 @@ import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 APP = str(Path(__file__).resolve().parents[2] / "app.py")
+STATE_KEY = "explorer"  # explorer_ui.state.STATE_KEY
 
 
 @pytest.fixture(autouse=True)
@@ -62,3 +63,9 @@ def figures():
     def read(at: AppTest) -> dict[str, dict]:
         return {el.key: decode_figure(el) for el in at.get("plotly_chart")}
     return read
+
+
+@pytest.fixture
+def state():
+    """state(at) -> the app's typed session state (``explorer_ui.ExplorerState``) after a run."""
+    return lambda at: at.session_state[STATE_KEY]

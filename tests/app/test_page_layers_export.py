@@ -10,10 +10,10 @@ import pytest
 HAS_EXPORT = importlib.util.find_spec("pruning_core.export") is not None
 
 
-def test_importance_heatmap_has_one_row_per_channel_group(app, figures):
+def test_importance_heatmap_has_one_row_per_channel_group(app, figures, state):
     at = app.switch_page("pages/layers.py").run()
     assert not at.exception and not at.error
-    groups = at.session_state["wb"].groups.groups
+    groups = state(at).workbench.groups.groups
     heat = figures(at)["importance_map"]["data"][0]
     assert heat["y"] == [g.name for g in groups]
     z = np.array(heat["z"], dtype=float)
@@ -40,16 +40,15 @@ def test_weight_map_greys_out_what_the_plan_removes(app, figures):
     assert not np.isfinite(np.array(figures(at)["weight_map"]["data"][0]["z"], dtype=float)).any()
 
 
-def test_export_page_defaults_to_the_sweep_choice(app):
-    app.session_state["choice_method"] = "magnitude-global"
-    app.session_state["choice_ratio"] = 0.3
+def test_export_page_defaults_to_the_sweep_choice(app, state):
+    state(app).choose(method="magnitude-global", ratio=0.3)
     at = app.switch_page("pages/export.py").run()
     assert at.selectbox(key="_choice_method").value == "magnitude-global"
     assert at.slider(key="_choice_ratio").value == pytest.approx(0.3)
 
 
 @pytest.mark.skipif(not HAS_EXPORT, reason="pruning_core.export is not importable yet")
-def test_export_builds_a_verified_bundle(app):
+def test_export_builds_a_verified_bundle(app, state):
     at = app.switch_page("pages/export.py").run()
     at.selectbox(key="_choice_method").set_value("group-l1")
     at.slider(key="_choice_ratio").set_value(0.25)
@@ -58,7 +57,9 @@ def test_export_builds_a_verified_bundle(app):
     assert not at.exception and not at.error
     assert at.success and "Verified" in at.success[0].value
     assert at.download_button[0].label.startswith("Download pruned-digits-resnet-group-l1-r0.25.zip")
-    bundle = at.session_state["export"]["bundle"]
+    record = state(at).export
+    assert record.workbench_key == state(at).key
+    bundle = record.bundle
     assert bundle.report["after"]["params"] < bundle.report["before"]["params"]
     assert {"model_state_dict.safetensors", "plan.json", "report.json"} <= set(bundle.files)
 
@@ -70,7 +71,7 @@ def test_export_at_ratio_zero_says_it_is_the_dense_model(app):
     assert at.info and "dense model" in at.info[0].value
 
 
-def test_torchscript_model_falls_back_to_unstructured_views(app, figures):
+def test_torchscript_model_falls_back_to_unstructured_views(app, figures, state):
     import io
 
     import torch
@@ -82,7 +83,7 @@ def test_torchscript_model_falls_back_to_unstructured_views(app, figures):
     app.radio(key="_md_model_source").set_value("Upload a file").run()
     app.file_uploader(key="md_model_file").upload("cnn.torchscript.pt", buf.getvalue(), "application/octet-stream")
     at = app.button[0].click().run()
-    assert not at.exception and at.session_state["model_info"]["kind"] == "torchscript"
+    assert not at.exception and state(at).model.kind == "torchscript"
     assert any("Structured methods are unavailable" in w.value for w in at.warning)
 
     at.switch_page("pages/sweep.py").run()

@@ -14,6 +14,7 @@ from streamlit.testing.v1 import AppTest
 from pruning_core.models import ARCHITECTURES, DigitsMLP
 
 APP = str(Path(__file__).resolve().parents[2] / "app.py")
+STATE_KEY = "explorer"  # explorer_ui.state.STATE_KEY
 
 
 def _metric(at, label: str) -> str:
@@ -21,7 +22,11 @@ def _metric(at, label: str) -> str:
 
 
 def _model_name(at) -> str:
-    return at.session_state["model_info"]["name"]
+    return at.session_state[STATE_KEY].model.name
+
+
+def _data_name(at) -> str:
+    return at.session_state[STATE_KEY].data.name
 
 
 def _upload_model(at, name: str, data: bytes, architecture: str | None = None, trust: bool = False):
@@ -51,7 +56,7 @@ def test_demo_loads_by_default_with_its_summary(app):
     assert _metric(app, "Parameters") == "38.3 k"
     layers, groups = app.dataframe[0].value, app.dataframe[1].value
     assert {"conv1", "layer2.shortcut.0", "fc"} <= set(layers["layer"])
-    assert list(groups["group"]) == [g.name for g in app.session_state["wb"].groups.groups]
+    assert list(groups["group"]) == [g.name for g in app.session_state[STATE_KEY].workbench.groups.groups]
     assert not app.error
 
 
@@ -87,14 +92,14 @@ def test_npz_with_nan_is_refused(app):
     x[3, 0, 2, 2] = np.nan
     at = _upload_data(app, "nan.npz", _npz(X=x, y=np.arange(40) % 10))
     assert at.error and "NaN" in at.error[0].value
-    assert at.session_state["data_info"]["name"].startswith("digits")
+    assert _data_name(at).startswith("digits")
 
 
 def test_npz_of_the_wrong_shape_is_refused(app):
     x = np.zeros((40, 3, 32, 32), dtype=np.float32)
     at = _upload_data(app, "cifar-like.npz", _npz(X=x, y=np.arange(40) % 10))
     assert at.error and "3x32x32" in at.error[0].value
-    assert _model_name(at) == "digits-resnet" and at.session_state["data_info"]["name"].startswith("digits")
+    assert _model_name(at) == "digits-resnet" and _data_name(at).startswith("digits")
 
 
 def test_builtin_without_fitting_data_suggests_an_npz(app):
@@ -161,12 +166,12 @@ def test_a_refused_file_is_named_and_the_file_chosen_before_is_not_loaded(app):
 
 def test_a_refused_npz_is_named_and_the_bundled_digits_stay(app):
     at = _upload_data(app, "ok.npz", _npz(X=np.zeros((40, 1, 8, 8), np.float32), y=np.arange(40) % 10))
-    data_before = at.session_state["data_info"]["name"]
+    data_before = _data_name(at)
     at = _refuse(at, "data", "digits.csv", 12, reason="type")
     assert "digits\\.csv" in at.error[0].value and ".npz files are accepted" in at.error[0].value
     at = at.button[0].click().run()
     assert "digits\\.csv" in at.error[-1].value
-    assert at.session_state["data_info"]["name"] == data_before and not at.exception
+    assert _data_name(at) == data_before and not at.exception
 
 
 def test_a_forged_refusal_report_is_checked():

@@ -16,18 +16,17 @@ REGISTERED = PAGE in (Path(__file__).resolve().parents[2] / "app.py").read_text(
 pytestmark = pytest.mark.skipif(not REGISTERED, reason="pages/sparsity.py is not in app.py's navigation yet")
 
 
-def _open(app, **state):
-    for k, v in state.items():
-        app.session_state[k] = v
+def _open(app, method=None, ratio=None):
+    app.session_state["explorer"].choose(method=method, ratio=ratio)  # the plan the Sweep screen would set
     at = app.switch_page(PAGE).run()
     assert not at.exception, at.exception
     return at
 
 
 def test_pqi_bars_for_the_dense_model_and_the_plan(app, figures):
-    at = _open(app, choice_method="magnitude-global", choice_ratio=0.5)
+    at = _open(app, method="magnitude-global", ratio=0.5)
     assert not at.error
-    wb = at.session_state["wb"]
+    wb = at.session_state["explorer"].workbench
     bars = figures(at)["pqi_bars"]["data"]
     assert [t["name"] for t in bars] == ["dense", "Magnitude, global (unstructured) at ratio 0.50"]
     assert bars[0]["x"] == list(wb.prunable)
@@ -76,7 +75,7 @@ def test_sap_run_produces_rounds_that_survive_reruns(app, figures):
 
 def test_stopped_runs_are_shown_and_continue_resumes_them(app, figures):
     at = _open(app)
-    wb = at.session_state["wb"]
+    wb = at.session_state["explorer"].workbench
     runs = standard_runs(wb, "finetune", "global", rounds=2, epochs=1)
     next(runs[0])  # as if a stop landed after the first run's round 0
     next(runs[0])

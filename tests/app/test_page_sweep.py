@@ -36,7 +36,7 @@ def _panels(figure) -> dict[str, list[dict]]:
     return by_axis
 
 
-def test_sweep_draws_one_curve_per_method(app, figures):
+def test_sweep_draws_one_curve_per_method(app, figures, state):
     at = _sweep_page(app)
     assert not at.exception and not at.error
     charts = figures(at)
@@ -54,11 +54,11 @@ def test_sweep_draws_one_curve_per_method(app, figures):
     # one legend entry per method, shared by the four panels
     assert [t["name"] for t in charts["curves"]["data"] if t.get("showlegend", True)] == labels
     # realised sparsity of structured plans exceeds the nominal ratio (channels remove rows and columns)
-    points = explorer_ui.sweep_result(at.session_state["sweeps"][at.session_state["wb_key"]]).points
+    points = state(at).sweep.result().points
     group = points[(points["method"] == "group-l1") & (points["ratio"] == 0.6)]
     assert float(group["sparsity"].iloc[0]) > 0.6
     bars = charts["kept_bars"]["data"]
-    assert len(bars) == len(METHODS) and len(bars[0]["y"]) == len(at.session_state["wb"].prunable)
+    assert len(bars) == len(METHODS) and len(bars[0]["y"]) == len(state(at).workbench.prunable)
 
 
 def _ratio_marks(figure) -> list[str]:
@@ -68,9 +68,9 @@ def _ratio_marks(figure) -> list[str]:
     return [t for t in texts if "r = " in t]
 
 
-def test_scrubbing_reads_stored_results_only(app, figures):
+def test_scrubbing_reads_stored_results_only(app, figures, state):
     at = _sweep_page(app)
-    wb = at.session_state["wb"]
+    wb = state(at).workbench
     passes = wb.eval_passes
     assert passes > len(METHODS) * len(RATIOS)  # the dense pass plus one per point: the counter is live
     at.select_slider(key="_sweep_ratio").set_value(0.3).run()
@@ -89,16 +89,16 @@ def test_scrubbing_reads_stored_results_only(app, figures):
     for trace in charts["curves"]["data"]:
         ringed = [row[0] for row, size in zip(trace["customdata"], trace["marker"]["size"], strict=True) if size == 14]
         assert ringed == [pytest.approx(0.9)], trace["name"]
-    assert at.session_state["wb"].eval_passes == passes, "moving the slider must not evaluate anything"
-    assert at.session_state["choice_ratio"] == 0.9
+    assert state(at).workbench.eval_passes == passes, "moving the slider must not evaluate anything"
+    assert state(at).choice.ratio == 0.9
     # the slider keeps its value across a page switch
     at.switch_page("pages/layers.py").run()
     at.switch_page("pages/sweep.py").run()
     assert at.select_slider(key="_sweep_ratio").value == 0.9
 
 
-def test_interrupted_sweep_keeps_measured_points(app, monkeypatch):
-    real_sweep = explorer_ui.sweep
+def test_interrupted_sweep_keeps_measured_points(app, monkeypatch, state):
+    real_sweep = explorer_ui.runners.sweep
 
     def interrupted(*args, **kwargs):
         for i, point in enumerate(real_sweep(*args, **kwargs)):
@@ -106,10 +106,10 @@ def test_interrupted_sweep_keeps_measured_points(app, monkeypatch):
                 st.stop()  # what a click elsewhere does to a running script: it stops between two points
             yield point
 
-    monkeypatch.setattr(explorer_ui, "sweep", interrupted)
+    monkeypatch.setattr(explorer_ui.runners, "sweep", interrupted)
     at = _sweep_page(app)
-    record = at.session_state["sweeps"][at.session_state["wb_key"]]
-    assert len(record["points"]) == 5 and not record["finished"]
+    record = state(at).sweep
+    assert len(record.points) == 5 and not record.finished
     at.run()
     assert at.warning and "5 of 12" in at.warning[0].value
     assert {el.key for el in at.get("plotly_chart")} == {"curves", "kept_bars"}
@@ -117,11 +117,11 @@ def test_interrupted_sweep_keeps_measured_points(app, monkeypatch):
 
 @pytest.mark.parametrize("ratios, message", [("0.5, 1.0", "remove every weight"), ("0.5, -0.2", "negative"),
                                              ("0.5, abc", "must be a number")])
-def test_invalid_ratios_are_explained(app, ratios, message):
+def test_invalid_ratios_are_explained(app, ratios, message, state):
     at = _sweep_page(app, ratios=ratios)
     assert at.error and message in at.error[0].value
     assert not at.exception
-    assert at.session_state["sweeps"].get(at.session_state["wb_key"]) is None
+    assert state(at).sweep is None
 
 
 def test_grid_ending_at_one_is_explained(app):
@@ -131,11 +131,11 @@ def test_grid_ending_at_one_is_explained(app):
     assert at.error and "remove every weight" in at.error[0].value
 
 
-def test_the_cached_dense_model_is_never_mutated(app):
+def test_the_cached_dense_model_is_never_mutated(app, state):
     at = _sweep_page(app, methods=["magnitude-global", "group-l1"], ratios="0.5, 0.9")
     at.switch_page("pages/layers.py").run()  # draws a mask at the chosen ratio
     cached = explorer_ui.builtin_model("digits-resnet").model
-    assert cached is not at.session_state["wb"].model
+    assert cached is not state(at).workbench.model
     on_disk = load_file(str(ARCHITECTURES["digits-resnet"].weights_path))
     state = cached.state_dict()
     assert all(torch.equal(state[k], v) for k, v in on_disk.items())
@@ -150,12 +150,12 @@ def _grid_sweep(app, start, stop, steps):
     return at.button[0].click().run()
 
 
-def test_a_grid_of_one_repeated_ratio_gives_one_point_per_method(app):
+def test_a_grid_of_one_repeated_ratio_gives_one_point_per_method(app, state):
     at = _grid_sweep(app, 0.5, 0.5, 3)
     assert not at.exception and not at.error
-    record = at.session_state["sweeps"][at.session_state["wb_key"]]
-    assert record["settings"]["ratios"] == [0.5] and record["planned"] == 2 and record["finished"]
-    points = explorer_ui.sweep_result(record).points
+    record = state(at).sweep
+    assert record.settings.ratios == (0.5,) and record.planned == 2 and record.finished
+    points = record.result().points
     assert sorted(points["method"]) == ["group-l1", "magnitude-global"] and set(points["ratio"]) == {0.5}
     assert "Best accuracy at ratio 0.50" in _metrics(at)
     at.switch_page("pages/layers.py").run()
@@ -163,21 +163,19 @@ def test_a_grid_of_one_repeated_ratio_gives_one_point_per_method(app):
     assert not at.exception and "Best accuracy at ratio 0.50" in _metrics(at)
 
 
-def test_a_stored_record_with_repeated_points_still_renders(app):
+def test_a_stored_record_with_repeated_points_still_renders(app, state):
     at = _sweep_page(app, methods=["magnitude-global", "group-l1"], ratios="0.5")
-    record = at.session_state["sweeps"][at.session_state["wb_key"]]
-    record["points"] = record["points"] * 3  # what a sweep over 0.5, 0.5, 0.5 stored before ratios were merged
-    record["planned"] = len(record["points"])
-    record.pop("result", None)
+    record = state(at).sweep
+    record.points = record.points * 3  # what a sweep over 0.5, 0.5, 0.5 stored before ratios were merged
     at.switch_page("pages/layers.py").run()
     at.switch_page("pages/sweep.py").run()
     assert not at.exception
     assert "Best accuracy at ratio 0.50" in _metrics(at)
-    assert len(explorer_ui.sweep_result(record).points) == 2
+    assert len(record.result().points) == 2
 
 
-def test_too_many_ratios_are_refused(app):
+def test_too_many_ratios_are_refused(app, state):
     at = _sweep_page(app, ratios=", ".join(["0.5"] * 1000))
     assert not at.exception
     assert at.error and "1,000 ratios were asked for; one sweep evaluates at most 200" in at.error[0].value
-    assert at.session_state["sweeps"].get(at.session_state["wb_key"]) is None
+    assert state(at).sweep is None
