@@ -87,9 +87,9 @@ import time
 
 _LOG = os.environ.get("SCRUB_RUN_LOG")
 if _LOG:
-    from streamlit.runtime.scriptrunner import script_runner as _runner
+    from streamlit.runtime.scriptrunner import script_runner as runner_module
 
-    _exec, _finished = _runner.exec_func_with_error_handling, _runner.ScriptRunner._on_script_finished
+    _exec, _finished = runner_module.exec_func_with_error_handling, runner_module.ScriptRunner._on_script_finished
     _last = {}
 
     def _timed_exec(func, ctx):
@@ -107,8 +107,8 @@ if _LOG:
             with open(_LOG, "a") as log:
                 log.write(f"{start * 1000:.3f} {end * 1000:.3f} {time.time() * 1000:.3f}\\n")
 
-    _runner.exec_func_with_error_handling = _timed_exec
-    _runner.ScriptRunner._on_script_finished = _timed_finished
+    runner_module.exec_func_with_error_handling = _timed_exec
+    runner_module.ScriptRunner._on_script_finished = _timed_finished
 '''
 
 # Installed before any page script runs: notes when the page sends on its websocket (to line the page's clock up

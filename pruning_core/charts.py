@@ -42,7 +42,7 @@ def method_color(method: str) -> str:
     return _PALETTE[i % len(_PALETTE)]
 
 
-def _layout(fig: go.Figure, title: str, height: int = 380) -> go.Figure:
+def styled(fig: go.Figure, title: str, height: int = 380) -> go.Figure:
     fig.update_layout(title=dict(text=title, x=0.0, xanchor="left"), height=height, template="plotly_white",
                       margin=dict(l=10, r=10, t=50, b=10),
                       legend=dict(orientation="h", yanchor="top", y=-0.22, x=0, xanchor="left"),
@@ -234,7 +234,7 @@ def channel_importance_heatmap(table: pd.DataFrame, title: str) -> go.Figure:
     ))
     fig.update_yaxes(autorange="reversed", title=None, type="category")
     fig.update_xaxes(title="channel index")
-    return _layout(fig, title, height=max(260, 60 + 28 * len(table)))
+    return styled(fig, title, height=max(260, 60 + 28 * len(table)))
 
 
 def weight_mask_heatmap(magnitude: np.ndarray, kept: np.ndarray, title: str,
@@ -260,7 +260,7 @@ def weight_mask_heatmap(magnitude: np.ndarray, kept: np.ndarray, title: str,
     fig.update_yaxes(autorange="reversed", title=row_title, dtick=1 if magnitude.shape[0] <= 16 else None)
     fig.update_xaxes(title=col_title, dtick=1 if magnitude.shape[1] <= 16 else None)
     fig.update_layout(plot_bgcolor="white")
-    return _layout(fig, title, height=min(720, max(320, 120 + 9 * magnitude.shape[0])))
+    return styled(fig, title, height=min(720, max(320, 120 + 9 * magnitude.shape[0])))
 
 
 def importance_histogram(values: pd.DataFrame, title: str, unit: str, bins: int = 40) -> go.Figure:
@@ -278,7 +278,7 @@ def importance_histogram(values: pd.DataFrame, title: str, unit: str, bins: int 
                              hovertemplate="%{x:.4g}: %{y} " + unit + "s<extra>%{fullData.name}</extra>"))
     fig.update_xaxes(title=f"{unit} importance")
     fig.update_yaxes(title="count")
-    _layout(fig, title, height=360)
+    styled(fig, title, height=360)
     fig.update_layout(barmode="stack", bargap=0, legend=dict(orientation="v", x=1, xanchor="right", y=1,
                                                              yanchor="top", bgcolor="rgba(255,255,255,0.8)"))
     return fig

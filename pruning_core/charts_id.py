@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from .charts import _layout, method_color
+from .charts import method_color, styled
 
 METHOD_LABELS = {"id": "ID with correction T", "id-nocorrection": "Same channels, no correction",
                  "unit-group-l1": "Group L1 magnitude (same units)"}
@@ -44,7 +44,7 @@ def id_accuracy_curves(accuracy: pd.DataFrame, x: str = "kept_fraction", dense_a
                       annotation_text="dense", annotation_position="bottom right")
     fig.update_xaxes(title=X_TITLES[x], tickformat=".0%" if x != "kept_channels" else None)
     fig.update_yaxes(title="accuracy without fine-tuning", tickformat=".0%")
-    return _layout(fig, "Accuracy against kept channels (no fine-tuning)")
+    return styled(fig, "Accuracy against kept channels (no fine-tuning)")
 
 
 def rank_decay_curves(rank_decay: pd.DataFrame, value: str = "diag_ratio") -> go.Figure:
@@ -61,4 +61,4 @@ def rank_decay_curves(rank_decay: pd.DataFrame, value: str = "diag_ratio") -> go
                                  "%{customdata:.3g}<extra>%{fullData.name}</extra>"))
     fig.update_xaxes(title="k (channels kept, in pivot order)")
     fig.update_yaxes(title=titles[value], type="log", exponentformat="power")
-    return _layout(fig, f"Decay of {titles[value]} per unit")
+    return styled(fig, f"Decay of {titles[value]} per unit")

@@ -11,7 +11,7 @@ import plotly.graph_objects as go
 from plotly.colors import sample_colorscale
 from plotly.subplots import make_subplots
 
-from .charts import _layout, method_color
+from .charts import method_color, styled
 
 METHOD_LABELS = {"ispasp": "i-SpaSP", "ispasp-abs": "i-SpaSP (|proxy|)", "random-units": "random units",
                  "activation-magnitude": "activation magnitude"}
@@ -28,7 +28,7 @@ def residual_by_iteration(residual: pd.DataFrame, ratio: float | None = None) ->
     iteration, residual (``paper_check``'s ``residual`` frame; see ``residual_frame`` for a plan). ``ratio``:
     which ratio to draw (default: the largest in the frame). Iteration 0 is ||Y||^2 (Y_S = 0, as the code)."""
     if residual.empty:
-        return _layout(go.Figure(), "i-SpaSP residual by iteration (no data)")
+        return styled(go.Figure(), "i-SpaSP residual by iteration (no data)")
     ratio = float(residual.ratio.max()) if ratio is None else ratio
     df = residual[(residual.ratio - ratio).abs() < 1e-9]
     fig = go.Figure()
@@ -39,7 +39,7 @@ def residual_by_iteration(residual: pd.DataFrame, ratio: float | None = None) ->
             hovertemplate="iteration %{x}<br>||Y - Y_S||² %{y:.4g}<extra>%{fullData.name}</extra>"))
     fig.update_yaxes(type="log", title_text="residual ||Y − Y_S||²_F (log)")
     fig.update_xaxes(title_text="iteration (0: S empty, Y_S = 0)", dtick=2)
-    return _layout(fig, f"i-SpaSP residual by iteration, ratio {ratio:g} removed ({1 - ratio:.0%} kept)")
+    return styled(fig, f"i-SpaSP residual by iteration, ratio {ratio:g} removed ({1 - ratio:.0%} kept)")
 
 
 def residual_frame(plan) -> pd.DataFrame:
@@ -72,7 +72,7 @@ def accuracy_by_ratio(accuracy: pd.DataFrame, dense_accuracy: float | None = Non
                       annotation_text=f"dense {dense_accuracy:.1%}", annotation_position="top right")
     fig.update_xaxes(title_text="pruning ratio of every unit (fraction of hidden channels removed)")
     fig.update_yaxes(title_text="accuracy, no fine-tuning", tickformat=".0%")
-    return _layout(fig, "Accuracy against ratio at identical kept channel counts")
+    return styled(fig, "Accuracy against ratio at identical kept channel counts")
 
 
 def synthetic_residual(synthetic: pd.DataFrame) -> go.Figure:
@@ -94,5 +94,5 @@ def synthetic_residual(synthetic: pd.DataFrame) -> go.Figure:
         fig.update_yaxes(type="log", exponentformat="power", row=1, col=col,
                          title_text="||V||²_F, pruned vs dense output" if col == 1 else None)
         fig.update_xaxes(title_text="pruned layer size s", row=1, col=col)
-    return _layout(fig, "Synthetic two-layer networks: residual against pruned width (p: compressibility, smaller = "
+    return styled(fig, "Synthetic two-layer networks: residual against pruned width (p: compressibility, smaller = "
                         "sparser)", height=400)

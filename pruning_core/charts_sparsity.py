@@ -13,7 +13,7 @@ import plotly.graph_objects as go
 from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 
-from .charts import _layout
+from .charts import styled
 
 _PALETTE = qualitative.D3
 RUN_COLORS = {"SAP(0.5,1)": _PALETTE[0], "SAP(1,2)": _PALETTE[1], "one-shot 20%": _PALETTE[2],
@@ -50,7 +50,7 @@ def pqi_layer_bars(tables: dict[str, pd.DataFrame], global_pqi: dict[str, float]
                           annotation_position="top left" if i % 2 == 0 else "bottom right")
     what = "mean over each layer's neurons (whiskers: min to max)" if neuron else "per layer"
     fig.update_layout(barmode="group", yaxis_title=f"PQI (p={p:g}, q={q:g})", xaxis_title="weight tensor")
-    return _layout(fig, f"PQ Index {what}; dashed: global PQI")
+    return styled(fig, f"PQ Index {what}; dashed: global PQI")
 
 
 SCOPE_DASH = {"neuron": "dot", "layer": "dash", "global": "solid"}
@@ -101,7 +101,7 @@ def sap_panel(frame: pd.DataFrame, dense_accuracy: float | None = None, pqi: str
     fig.update_yaxes(tickformat=".0%", row=1, col=3, rangemode="tozero")
     what = ("line style = scope (dotted neuron, dashed layer, solid global)" if several
             else "dotted: accuracy right after pruning")
-    return _layout(fig, f"SAP: PQI, accuracy and remaining weights per round ({what})", height=420)
+    return styled(fig, f"SAP: PQI, accuracy and remaining weights per round ({what})", height=420)
 
 
 def pqi_ratio_curves(frame: pd.DataFrame, dense_accuracy: float | None = None) -> go.Figure:
@@ -121,7 +121,7 @@ def pqi_ratio_curves(frame: pd.DataFrame, dense_accuracy: float | None = None) -
         fig.add_hline(y=dense_accuracy, line_dash="dash", line_color="#888", row=1, col=2)
     fig.update_xaxes(title_text="pruning ratio (fraction removed), global magnitude, no retraining")
     fig.update_yaxes(tickformat=".0%", row=1, col=2)
-    return _layout(fig, "One-shot global magnitude pruning: PQI beside accuracy", height=380)
+    return styled(fig, "One-shot global magnitude pruning: PQI beside accuracy", height=380)
 
 
 __all__ = ["SCOPE_DASH", "pqi_layer_bars", "pqi_ratio_curves", "run_color", "sap_panel"]
