@@ -4,7 +4,8 @@ then one layer's weight matrix with the current plan's mask over it, and its imp
 import streamlit as st
 
 import explorer_ui as ui
-from pruning_core import PlanError, charts, inspection
+from pruning_core import PlanError, inspection
+from pruning_core.charts import layers as charts
 
 ui.require_session()
 st.title("Layers")

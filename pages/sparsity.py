@@ -5,8 +5,9 @@ Every finished SAP round is kept in session state at once, so a stop or any reru
 import streamlit as st
 
 import explorer_ui as ui
-from pruning_core import PlanError, charts_sparsity
+from pruning_core import PlanError
 from pruning_core.algorithms.pq_index import SCOPES, check_pq, pqi_table
+from pruning_core.charts import sparsity as charts
 from pruning_core.experiments.pqi_curve import plan_masks, pqi_magnitude_curve
 from pruning_core.experiments.sap import MODES, runs_frame, standard_runs
 
@@ -47,7 +48,7 @@ else:
         cols[-1].metric("SAP round 1 would prune", f"{globals_['dense']:.1%}", help=(
             "With p=0.5, q=1, eta_r=0, gamma=1 the SAP rule prunes a fraction PQI of the surviving weights "
             "(global scope, capped at beta=0.9)."))
-    st.plotly_chart(charts_sparsity.pqi_layer_bars(tables, globals_, p, q, scope), key="pqi_bars")
+    st.plotly_chart(charts.pqi_layer_bars(tables, globals_, p, q, scope), key="pqi_bars")
     st.caption(f"The plan is the Sweep screen's choice ({ui.method_label(method)}, ratio = fraction removed "
                f"{ratio:.2f}); its PQI counts only the weights it keeps.")
     curves = ss.setdefault("sparsity_curves", {})
@@ -55,7 +56,7 @@ else:
     if curve_key not in curves:
         with st.spinner("Pruning by global magnitude at 12 ratios…"):
             curves[curve_key] = pqi_magnitude_curve(wb, [i / 20 for i in range(0, 20, 2)] + [0.95, 0.98], p, q)
-    st.plotly_chart(charts_sparsity.pqi_ratio_curves(curves[curve_key], dense_accuracy), key="pqi_ratio")
+    st.plotly_chart(charts.pqi_ratio_curves(curves[curve_key], dense_accuracy), key="pqi_ratio")
 
 st.subheader("SAP: sparsity-informed adaptive pruning")
 st.caption("Each round prunes within the scope, then retrains. Runs SAP(0.5,1), SAP(1,2) and the paper's "
@@ -107,7 +108,7 @@ if record is not None and any(run.records for run in record["runs"]):
         done = sum(len(run.records) for run in record["runs"])
         st.warning(f"Stopped: {done} of {sum(r.rounds + 1 for r in record['runs'])} rounds finished (shown). "
                    "Continue resumes where the runs stopped.")
-    st.plotly_chart(charts_sparsity.sap_panel(frame, dense_accuracy), key="sap_panel")
+    st.plotly_chart(charts.sap_panel(frame, dense_accuracy), key="sap_panel")
     st.caption(f"{MODES[s['mode']].capitalize()}: {s['mode']}, scope {s['scope']}, {s['epochs']} epochs per "
                f"round, eta_r={s['eta_r']:g}, gamma={s['gamma']:g}, beta={s['beta']:g}; initial weights: "
                f"{record['runs'][0].config['init']}. PQI is measured on each retrained model, as in the paper.")

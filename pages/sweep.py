@@ -6,7 +6,8 @@ four."""
 import streamlit as st
 
 import explorer_ui as ui
-from pruning_core import PlanError, charts, ratio_grid
+from pruning_core import PlanError, ratio_grid
+from pruning_core.charts import sweep as charts
 
 ui.require_session()
 st.title("Sweep")

@@ -11,14 +11,27 @@ from typing import Callable
 import pandas as pd
 
 
+KINDS = ("claim", "self-test", "description")
+
+
 @dataclass
 class CheckResult:
+    """One row of a check. ``kind``: ``claim`` (what the paper claims, judged as the paper judges it; a wrong
+    implementation or a false claim makes it say no), ``self-test`` (an identity that holds whenever our code is
+    right, whatever the paper says: shown and counted apart from the claims) or ``description`` (a figure
+    worth reading that decides nothing, e.g. numbers without the paper's fine-tuning; ``agrees`` is None)."""
+
     method: str  # registry key or family, e.g. "sap", "id", "ispasp"
-    claim: str  # one line: what the paper says
+    claim: str  # one line: what the paper says (a self-test: the identity)
     figure: str  # one line: what our run measured
-    agrees: bool | None  # None: not decided (the run was stopped or could not be made)
+    agrees: bool | None  # None: not decided (the run was stopped or could not be made) or a description
     source: str = ""  # where the claim is from (paper section / figure)
     model: str = ""  # the model the run was made on (set by run_checks)
+    kind: str = "claim"  # one of KINDS
+
+    def __post_init__(self):
+        if self.kind not in KINDS:
+            raise ValueError(f"check result kind must be one of {', '.join(KINDS)}, got {self.kind!r}")
 
 
 @dataclass

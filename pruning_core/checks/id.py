@@ -174,13 +174,13 @@ def _consumer_output(wb: Workbench, unit: Unit, plan: Plan | None) -> torch.Tens
 
 def figures(report: CheckReport, dense_accuracy: float | None = None) -> list[dict]:
     """Accuracy against kept channels for ID, ID without T and magnitude, beside the decay of |R_kk / R_11|."""
-    from .. import charts_id
+    from ..charts import id as id_charts
 
     row = {}
     if "accuracy" in report.frames:
-        row["accuracy"] = charts_id.id_accuracy_curves(report.frames["accuracy"], dense_accuracy=dense_accuracy)
+        row["accuracy"] = id_charts.id_accuracy_curves(report.frames["accuracy"], dense_accuracy=dense_accuracy)
     if "rank_decay" in report.frames:
-        row["rank_decay"] = charts_id.rank_decay_curves(report.frames["rank_decay"])
+        row["rank_decay"] = id_charts.rank_decay_curves(report.frames["rank_decay"])
     return [row]
 
 

@@ -184,16 +184,16 @@ def _model_verdicts(residual: pd.DataFrame, unit_residual: pd.DataFrame, accurac
 
 def figures(report: CheckReport, dense_accuracy: float | None = None) -> list[dict]:
     """The synthetic residual decay; below it the residual per iteration beside accuracy against the ratio."""
-    from .. import charts_ispasp
+    from ..charts import ispasp as ispasp_charts
 
     frames, rows = report.frames, []
     if "synthetic" in frames:
-        rows.append({"synthetic": charts_ispasp.synthetic_residual(frames["synthetic"])})
+        rows.append({"synthetic": ispasp_charts.synthetic_residual(frames["synthetic"])})
     row = {}
     if "residual" in frames:
-        row["residual"] = charts_ispasp.residual_by_iteration(frames["residual"])
+        row["residual"] = ispasp_charts.residual_by_iteration(frames["residual"])
     if "accuracy" in frames:
-        row["accuracy"] = charts_ispasp.accuracy_by_ratio(frames["accuracy"], dense_accuracy=dense_accuracy)
+        row["accuracy"] = ispasp_charts.accuracy_by_ratio(frames["accuracy"], dense_accuracy=dense_accuracy)
     return rows + [row]
 
 

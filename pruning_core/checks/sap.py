@@ -177,9 +177,9 @@ def _judge(runs: list[SAPRun], matched: pd.DataFrame) -> list[CheckResult]:
 
 def figures(report: CheckReport, dense_accuracy: float | None = None) -> list[dict]:
     """The SAP panel: remaining weights, PQI and accuracy per round, every run in every scope."""
-    from .. import charts_sparsity
+    from ..charts import sparsity as sparsity_charts
 
-    return [{"panel": charts_sparsity.sap_panel(report.frames["curves"])}] if "curves" in report.frames else []
+    return [{"panel": sparsity_charts.sap_panel(report.frames["curves"])}] if "curves" in report.frames else []
 
 
 CHECK = Check(

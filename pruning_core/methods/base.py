@@ -30,10 +30,11 @@ class MethodSpec:
     """Everything the registry, the UI, the command line and the conformance suite know about one method.
 
     ``key`` is the method's one name: registry key, ``plan.method``, JSON, CLI and the sweep's ``method`` column.
-    ``label`` is what people read. ``factory`` is the class, built with ``defaults`` (plain keyword values that go
-    into the plan's JSON). ``paper``: the citation a research method reproduces ("" for baselines). ``needs``:
-    from ``NEEDS``. ``exempt``: conformance property -> why this method cannot meet it. ``requires``: the
-    method's own availability check beyond ``needs`` (a BatchNorm to read, say), returning the reason or None.
+    ``label`` is what people read (``short_label``, when set, inside one paper's figures). ``factory`` is the
+    class, built with ``defaults`` (plain keyword values that go into the plan's JSON). ``paper``: the citation a
+    research method reproduces ("" for baselines). ``needs``: from ``NEEDS``. ``exempt``: conformance property ->
+    why this method cannot meet it. ``requires``: the method's own availability check beyond ``needs`` (a
+    BatchNorm to read, say), returning the reason or None.
     """
 
     key: str
@@ -46,6 +47,7 @@ class MethodSpec:
     needs: tuple[str, ...] = ("weights",)
     exempt: dict = field(default_factory=dict)
     requires: Callable[[Workbench], str | None] | None = None  # a method's own check: why it cannot run, or None
+    short_label: str = ""  # a legend's name inside one paper's figure, where the paper is already named
 
     def __post_init__(self):
         unknown = [n for n in self.needs if n not in NEEDS] + [p for p in self.exempt if p not in PROPERTIES]

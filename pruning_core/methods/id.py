@@ -328,11 +328,13 @@ SPECS = [
                InterpolativePruning, {"mode": "fraction", "correction": True},
                "Keeps the hidden channels a pivoted QR of their calibration activations selects and folds the "
                "interpolation matrix into the next layer; every unit removes the same fraction.",
-               paper=PAPER, needs=UNIT_NEEDS, exempt={"kept-fraction": UNITS_RATIO}),
+               paper=PAPER, needs=UNIT_NEEDS, exempt={"kept-fraction": UNITS_RATIO},
+               short_label="ID with correction T"),
     MethodSpec("id-nocorrection", "ID channels without the correction (structured)", "structured",
                InterpolativePruning, {"mode": "fraction", "correction": False},
                "The same channel selection as ID, without folding the interpolation matrix.",
-               paper=PAPER, needs=UNIT_NEEDS, exempt={"kept-fraction": UNITS_RATIO}),
+               paper=PAPER, needs=UNIT_NEEDS, exempt={"kept-fraction": UNITS_RATIO},
+               short_label="Same channels, no correction"),
     MethodSpec("id-tolerance", "ID, shared error tolerance (structured)", "structured", InterpolativePruning,
                {"mode": "tolerance"}, "Interpolative decomposition; every unit keeps the smallest k with "
                "|R_k+1,k+1 / R_11| <= one tolerance shared by all units, the tolerance that removes ratio x the "

@@ -105,9 +105,10 @@ SPECS = [
                {"iterations": 20, "signed": True, "schedule": "sequential"},
                "Sparse-signal-recovery pruning of each two-layer unit's hidden channels: the output residual's "
                "gradient proposes candidates, the dense activation keeps s of them; units in forward order.",
-               paper=PAPER, needs=UNIT_NEEDS, exempt={"kept-fraction": UNITS_RATIO}),
+               paper=PAPER, needs=UNIT_NEEDS, exempt={"kept-fraction": UNITS_RATIO}, short_label="i-SpaSP"),
     MethodSpec("ispasp-abs", "i-SpaSP with |proxy| (structured)", "structured", ISpaSP,
                {"iterations": 20, "signed": False, "schedule": "sequential"},
                "i-SpaSP ranking candidates by |proxy| (textbook CoSaMP) instead of the official signed proxy.",
-               paper=PAPER, needs=UNIT_NEEDS, exempt={"kept-fraction": UNITS_RATIO}),
+               paper=PAPER, needs=UNIT_NEEDS, exempt={"kept-fraction": UNITS_RATIO},
+               short_label="i-SpaSP (|proxy|)"),
 ]

@@ -91,7 +91,7 @@ def test_a_stopped_check_is_incomplete_and_undecided(digits):
 
 
 def test_pqi_yardstick_and_the_panel_of_every_scope(quick_report):
-    from pruning_core import charts_sparsity
+    from pruning_core.charts import sparsity as charts_sparsity
 
     curves = quick_report.frames["curves"]
     sap = curves[curves["run"] == "SAP(0.5,1)"]

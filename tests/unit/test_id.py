@@ -11,8 +11,8 @@ import torch
 from torch import nn
 
 from pruning_core import GroupError, PlanError, Workbench
-from pruning_core.charts_id import id_accuracy_curves, rank_decay_curves
 from pruning_core.algorithms.pivoted_qr import ColumnPivotedQR, RowReducer, interpolative_decomposition
+from pruning_core.charts.id import id_accuracy_curves, rank_decay_curves
 from pruning_core.checks.id import paper_check
 from pruning_core.methods.id import InterpolativePruning, unit_qrs
 from pruning_core.methods.units import UnitGroupMagnitude

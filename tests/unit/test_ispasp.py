@@ -10,8 +10,8 @@ import torch
 from torch import nn
 
 from pruning_core import PlanError, Workbench
-from pruning_core.charts_ispasp import accuracy_by_ratio, residual_by_iteration, residual_frame, synthetic_residual
 from pruning_core.algorithms.cosamp import ispasp_proxy, ispasp_select, output_residual
+from pruning_core.charts.ispasp import accuracy_by_ratio, residual_by_iteration, residual_frame, synthetic_residual
 from pruning_core.checks.ispasp import paper_check
 from pruning_core.experiments.two_layer import decay_summary, synthetic_experiment
 from pruning_core.methods.ispasp import ISpaSP

@@ -1,6 +1,7 @@
 """Plotly figures for i-SpaSP (Wolfe & Kyrillidis, arXiv 2112.04905), built from the frames of
-``methods.ispasp.paper_check`` / ``synthetic_experiment`` / ``ISpaSP`` plan details. No metric is computed here
-beyond averaging the random baseline over its seeds, so a figure shows the numbers the check's table reports.
+``checks.ispasp.paper_check`` / ``experiments.two_layer.synthetic_experiment`` / ``methods.ispasp.ISpaSP`` plan
+details. No metric is computed here beyond averaging the random baseline over its seeds, so a figure shows the
+numbers the check's table reports.
 """
 
 from __future__ import annotations
@@ -11,10 +12,7 @@ import plotly.graph_objects as go
 from plotly.colors import sample_colorscale
 from plotly.subplots import make_subplots
 
-from .charts import method_color, styled
-
-METHOD_LABELS = {"ispasp": "i-SpaSP", "ispasp-abs": "i-SpaSP (|proxy|)", "random-units": "random units",
-                 "activation-magnitude": "activation magnitude"}
+from .style import method_color, method_label, styled
 
 
 def _positive(values: pd.Series) -> np.ndarray:
@@ -58,7 +56,7 @@ def accuracy_by_ratio(accuracy: pd.DataFrame, dense_accuracy: float | None = Non
         agg = part.groupby("ratio").agg(acc=("accuracy", "mean"), std=("accuracy", "std"),
                                         kept=("kept_fraction", "first"), n=("accuracy", "size")).reset_index()
         several = bool((agg.n > 1).any())
-        label = METHOD_LABELS.get(str(method), str(method))
+        label = method_label(str(method), short=True)
         label += f" (mean of {int(agg.n.max())} seeds)" if several else ""
         fig.add_trace(go.Scatter(
             x=agg.ratio, y=agg.acc, mode="lines+markers", name=label,

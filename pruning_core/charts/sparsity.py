@@ -1,7 +1,7 @@
-"""Plotly figures for the PQ Index and SAP (Diao et al., ICLR 2023), shared by the Sparsity screen and reports.
+"""The Sparsity screen's figures: the PQ Index and SAP (Diao et al., ICLR 2023), also drawn by the SAP paper check.
 
-Like ``charts``, every function takes plain frames (``methods.pqi.pqi_table``, ``SAPRun`` records,
-``pqi_magnitude_curve``) and computes nothing itself. A run keeps one colour on every panel.
+Every function takes plain frames (``algorithms.pq_index.pqi_table``, ``experiments.sap.SAPRun`` records,
+``experiments.pqi_curve.pqi_magnitude_curve``) and computes nothing itself. A run keeps one colour on every panel.
 """
 
 from __future__ import annotations
@@ -10,20 +10,18 @@ import zlib
 
 import pandas as pd
 import plotly.graph_objects as go
-from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 
-from .charts import styled
+from .style import PALETTE, styled
 
-_PALETTE = qualitative.D3
-RUN_COLORS = {"SAP(0.5,1)": _PALETTE[0], "SAP(1,2)": _PALETTE[1], "one-shot 20%": _PALETTE[2],
-              "lottery 20%": _PALETTE[3]}
-SERIES_COLORS = (_PALETTE[7], _PALETTE[0], _PALETTE[4], _PALETTE[5])
+RUN_COLORS = {"SAP(0.5,1)": PALETTE[0], "SAP(1,2)": PALETTE[1], "one-shot 20%": PALETTE[2],
+              "lottery 20%": PALETTE[3]}
+SERIES_COLORS = (PALETTE[7], PALETTE[0], PALETTE[4], PALETTE[5])
 
 
 def run_color(run: str) -> str:
     """A stable colour per run name (the paper's four runs fixed, others from a hash of the name)."""
-    return RUN_COLORS.get(run, _PALETTE[(4 + zlib.crc32(run.encode())) % len(_PALETTE)])
+    return RUN_COLORS.get(run, PALETTE[(4 + zlib.crc32(run.encode())) % len(PALETTE)])
 
 
 def pqi_layer_bars(tables: dict[str, pd.DataFrame], global_pqi: dict[str, float], p: float, q: float,
@@ -109,13 +107,13 @@ def pqi_ratio_curves(frame: pd.DataFrame, dense_accuracy: float | None = None) -
     ratio of one-shot global magnitude pruning (``frame``: ``pqi_magnitude_curve``)."""
     fig = make_subplots(rows=1, cols=2, subplot_titles=("PQ Index of the surviving weights", "Test accuracy"),
                         horizontal_spacing=0.08)
-    for column, name, color in (("pqi_global", "global", _PALETTE[0]), ("pqi_layer", "mean per layer", _PALETTE[1]),
-                                ("pqi_neuron", "mean per neuron", _PALETTE[2])):
+    for column, name, color in (("pqi_global", "global", PALETTE[0]), ("pqi_layer", "mean per layer", PALETTE[1]),
+                                ("pqi_neuron", "mean per neuron", PALETTE[2])):
         fig.add_scatter(x=frame["ratio"], y=frame[column], name=f"PQI, {name}", mode="lines+markers",
                         line_color=color, row=1, col=1,
                         hovertemplate="ratio %{x:.2f}<br>PQI %{y:.4f}<extra>" + name + "</extra>")
     fig.add_scatter(x=frame["ratio"], y=frame["accuracy"], name="accuracy", mode="lines+markers",
-                    line_color=_PALETTE[3], row=1, col=2,
+                    line_color=PALETTE[3], row=1, col=2,
                     hovertemplate="ratio %{x:.2f}<br>accuracy %{y:.2%}<extra></extra>")
     if dense_accuracy is not None:
         fig.add_hline(y=dense_accuracy, line_dash="dash", line_color="#888", row=1, col=2)

@@ -1,85 +1,22 @@
-"""Plotly figure builders, shared by the app, the command-line report and the tests.
-
-Every function takes plain data (pandas frames from ``SweepResult``, numpy arrays from ``inspection``) and
-returns a ``plotly.graph_objects.Figure``; none of them computes a metric, so a chart always shows the numbers
-the tables show. Methods keep one colour everywhere (their position in the registry), so "Group L1" is the same
-colour on the accuracy curves, the kept-fraction bars and the Layers page.
-"""
+"""The Sweep screen's figures: metric curves against the ratio (one chart or several panels of one figure, which
+the screen redraws on every move of its ratio slider) and the kept fraction per layer at one ratio."""
 
 from __future__ import annotations
-
-import zlib
 
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
-from plotly.colors import qualitative
 
-from .methods import REGISTRY
-
-_PALETTE = qualitative.D3
-PRUNED_GREY = "#b8b8b8"
-
-AXIS_TITLES = {
-    "ratio": "pruning ratio (fraction removed, nominal)",
-    "sparsity": "realised sparsity of the prunable weights",
-    "flops_fraction": "FLOPs kept (fraction of dense)",
-    "params_fraction": "parameters kept (fraction of dense)",
-    "accuracy": "accuracy",
-    "loss": "cross-entropy loss",
-    "agreement": "top-1 agreement with the dense model",
-}
-SHORT_TITLES = {"ratio": "ratio", "sparsity": "sparsity", "flops_fraction": "FLOPs kept",
-                "params_fraction": "parameters kept", "accuracy": "Accuracy", "loss": "Loss",
-                "agreement": "Agreement with dense"}
-_PERCENT = {"ratio", "sparsity", "flops_fraction", "params_fraction", "accuracy", "agreement"}
-
-
-def method_color(method: str) -> str:
-    keys = list(REGISTRY)
-    # methods outside the registry get a stable colour from their name (str hash() is salted per process)
-    i = keys.index(method) if method in keys else len(keys) + zlib.crc32(method.encode())
-    return _PALETTE[i % len(_PALETTE)]
-
-
-def styled(fig: go.Figure, title: str, height: int = 380) -> go.Figure:
-    fig.update_layout(title=dict(text=title, x=0.0, xanchor="left"), height=height, template="plotly_white",
-                      margin=dict(l=10, r=10, t=50, b=10),
-                      legend=dict(orientation="h", yanchor="top", y=-0.22, x=0, xanchor="left"),
-                      hovermode="closest")
-    return fig
-
-
-# The Sweep screen redraws its five charts on every move of the ratio slider (the browser draws a changed
-# chart anew), so these are made cheap at both ends. Built in one pass from plain dicts, with a light
-# template (the few plotly_white settings a 2-D line or bar chart uses): the full plotly_white template was most
-# of the time plotly took to build each figure and most of the bytes it sent. Fixed margins: plotly grows a
-# margin to fit its labels by drawing the chart, measuring and drawing it again, which was half of each chart's
-# time in the browser.
-LIGHT_TEMPLATE = {
-    "layout": {
-        "font": {"color": "#2a3f5f"}, "paper_bgcolor": "white", "plot_bgcolor": "white", "hovermode": "closest",
-        "hoverlabel": {"align": "left"},
-        **{axis: {"gridcolor": "#EBF0F8", "linecolor": "#EBF0F8", "ticks": "", "title": {"standoff": 15},
-                  "zerolinecolor": "#EBF0F8", "zerolinewidth": 2}
-           for axis in ("xaxis", "yaxis")},
-    },
-    "data": {"bar": [{"marker": {"line": {"color": "white", "width": 0.5}}}]},
-}
-LEGEND_BELOW = {"orientation": "h", "yref": "container", "yanchor": "bottom", "y": 0.0, "x": 0, "xanchor": "left"}
-
-
-def ratio_label(ratio: float) -> str:
-    """How a chart names the selected pruning ratio (as the Sweep screen's slider shows it)."""
-    return f"r = {ratio:.2f}"
-
-
-def light_layout(title: str, height: int, margin: dict, xaxis: dict, yaxis: dict, **layout) -> dict:
-    """A layout as a plain dict: title on the left, the light template, ``margin`` (l, r, t, b in pixels)
-    fixed rather than grown to fit the labels, the legend at the bottom unless ``layout`` says otherwise."""
-    return {"title": {"text": title, "x": 0.0, "xanchor": "left"}, "height": height, "template": LIGHT_TEMPLATE,
-            "margin": {**margin, "autoexpand": False}, "xaxis": {**xaxis, "automargin": False},
-            "yaxis": {**yaxis, "automargin": False}, "legend": LEGEND_BELOW, "hovermode": "closest", **layout}
+from .style import (
+    AXIS_TITLES,
+    LEGEND_BELOW,
+    LIGHT_TEMPLATE,
+    PERCENT,
+    SHORT_TITLES,
+    light_layout,
+    method_color,
+    ratio_label,
+)
 
 
 def metric_curves(points: pd.DataFrame, x: str = "ratio", y: str = "accuracy",
@@ -122,7 +59,7 @@ def curve_panel(points: pd.DataFrame, x: str, y: str, selected_ratio: float | No
         })
     shapes, annotations = [], []
     if dense_value is not None:
-        text = f"dense {dense_value:.1%}" if y in _PERCENT else f"dense {dense_value:.4g}"
+        text = f"dense {dense_value:.1%}" if y in PERCENT else f"dense {dense_value:.4g}"
         shapes.append({"type": "line", "xref": f"{xref} domain", "x0": 0, "x1": 1, "yref": yref, "y0": dense_value,
                        "y1": dense_value, "line": {"color": "#555", "dash": "dash", "width": 1}})
         annotations.append({"text": text, "showarrow": False, "xref": f"{xref} domain", "x": 1,
@@ -141,7 +78,7 @@ def curve_panel(points: pd.DataFrame, x: str, y: str, selected_ratio: float | No
 
     def axis_spec(column: str) -> dict:
         spec = {"title": {"text": AXIS_TITLES.get(column, column)}}
-        if column in _PERCENT:
+        if column in PERCENT:
             spec["tickformat"] = ".2~%"
         if column in ("flops_fraction", "params_fraction") and column == x:
             spec["autorange"] = "reversed"  # left to right = more pruning, as on the ratio chart
@@ -223,62 +160,4 @@ def kept_fraction_bars(layers: pd.DataFrame, labels: dict[str, str] | None = Non
     return go.Figure(data=traces, layout=layout)
 
 
-def channel_importance_heatmap(table: pd.DataFrame, title: str) -> go.Figure:
-    """Rows = layers or channel groups (the table's index), columns = channel index, values in [0, 1]
-    (normalised per row); NaN cells (rows narrower than the widest) are left blank."""
-    z = table.to_numpy(dtype=float)
-    fig = go.Figure(go.Heatmap(
-        z=z, x=list(range(z.shape[1])), y=[str(i) for i in table.index], colorscale="Viridis", zmin=0, zmax=1,
-        colorbar=dict(title="relative<br>importance"), hoverongaps=False,
-        hovertemplate="%{y}<br>channel %{x}: %{z:.3f}<extra></extra>",
-    ))
-    fig.update_yaxes(autorange="reversed", title=None, type="category")
-    fig.update_xaxes(title="channel index")
-    return styled(fig, title, height=max(260, 60 + 28 * len(table)))
-
-
-def weight_mask_heatmap(magnitude: np.ndarray, kept: np.ndarray, title: str,
-                        row_title: str = "output channel", col_title: str = "input channel") -> go.Figure:
-    """A weight matrix (out, in) of magnitudes with a plan's mask laid over it: entries the plan removes
-    entirely are grey, kept entries keep their colour. ``kept``: fraction of each entry's weights kept
-    (1 for a linear weight that stays, between 0 and 1 for a conv kernel that is partly pruned)."""
-    # float32 halves what travels to the browser; a drawn matrix needs no more precision
-    magnitude = np.asarray(magnitude, dtype=np.float32)
-    kept = np.asarray(kept, dtype=np.float32)
-    removed = kept <= 0
-    fig = go.Figure()
-    fig.add_trace(go.Heatmap(
-        z=np.where(removed, 1.0, np.nan).astype(np.float32), colorscale=[[0, PRUNED_GREY], [1, PRUNED_GREY]],
-        showscale=False, hoverongaps=False, name="pruned",
-        hovertemplate="row %{y}, col %{x}: pruned<extra></extra>",
-    ))
-    fig.add_trace(go.Heatmap(
-        z=np.where(removed, np.nan, magnitude), customdata=kept, colorscale="Viridis", zmin=0,
-        zmax=float(np.nanmax(magnitude)) or 1.0, colorbar=dict(title="|w|"), hoverongaps=False, name="kept",
-        hovertemplate="row %{y}, col %{x}: |w| %{z:.4f}, kept %{customdata:.0%}<extra></extra>",
-    ))
-    fig.update_yaxes(autorange="reversed", title=row_title, dtick=1 if magnitude.shape[0] <= 16 else None)
-    fig.update_xaxes(title=col_title, dtick=1 if magnitude.shape[1] <= 16 else None)
-    fig.update_layout(plot_bgcolor="white")
-    return styled(fig, title, height=min(720, max(320, 120 + 9 * magnitude.shape[0])))
-
-
-def importance_histogram(values: pd.DataFrame, title: str, unit: str, bins: int = 40) -> go.Figure:
-    """Histogram of importance scores (column ``importance``) split by the plan (bool column ``kept``),
-    stacked. Binned here rather than in the browser: a large layer has millions of weights."""
-    v = values["importance"].to_numpy(dtype=float)
-    kept = values["kept"].to_numpy(dtype=bool)
-    edges = np.histogram_bin_edges(v, bins=min(bins, max(5, len(v) // 2)))
-    centers, widths = (edges[:-1] + edges[1:]) / 2, np.diff(edges)
-    fig = go.Figure()
-    for mask, name, color in ((kept, f"kept {unit}s", "#2a9d8f"), (~kept, f"pruned {unit}s", PRUNED_GREY)):
-        counts, _ = np.histogram(v[mask], bins=edges)
-        fig.add_trace(go.Bar(x=centers, y=counts, width=widths, name=f"{name} ({int(mask.sum()):,})",
-                             marker_color=color, marker_line_width=0,
-                             hovertemplate="%{x:.4g}: %{y} " + unit + "s<extra>%{fullData.name}</extra>"))
-    fig.update_xaxes(title=f"{unit} importance")
-    fig.update_yaxes(title="count")
-    styled(fig, title, height=360)
-    fig.update_layout(barmode="stack", bargap=0, legend=dict(orientation="v", x=1, xanchor="right", y=1,
-                                                             yanchor="top", bgcolor="rgba(255,255,255,0.8)"))
-    return fig
+__all__ = ["curve_panel", "kept_fraction_bars", "metric_curves", "metric_panels", "panel_title"]

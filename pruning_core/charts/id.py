@@ -1,11 +1,11 @@
 """Plotly figures for interpolative-decomposition pruning (Chee et al. 2021), drawn from the frames of
-``methods.interpolative.paper_check`` (``accuracy``, ``rank_decay``) or ``InterpolativePruning.rank_profile()``:
+``checks.id.paper_check`` (``accuracy``, ``rank_decay``) or ``methods.id.InterpolativePruning.rank_profile()``:
 
 * accuracy without fine-tuning against kept channels, for ID with the correction T, the same selection without T
   and group-L1 magnitude on the same units (the digest's §8 plot (a));
 * the decay of |R_kk / R_11| (and optionally σ_k / σ_1) per unit on a log axis (the code's ``accVsErr.ipynb``).
 
-Like ``charts.py``, no function here computes a metric.
+No function here computes a metric; legends name methods by their registry specs.
 """
 
 from __future__ import annotations
@@ -14,10 +14,8 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from .charts import method_color, styled
+from .style import method_color, method_label, styled
 
-METHOD_LABELS = {"id": "ID with correction T", "id-nocorrection": "Same channels, no correction",
-                 "unit-group-l1": "Group L1 magnitude (same units)"}
 X_TITLES = {"kept_fraction": "unit channels kept (fraction)", "kept_channels": "unit channels kept",
             "flops_fraction": "FLOPs kept (fraction of dense)"}
 LOG_FLOOR = 1e-16  # a zero pivot (a dead channel) is drawn here on the log axis; hover shows the true value
@@ -34,7 +32,7 @@ def id_accuracy_curves(accuracy: pd.DataFrame, x: str = "kept_fraction", dense_a
     for method, rows in accuracy.groupby("method", sort=False):
         rows = rows.sort_values(x)
         fig.add_trace(go.Scatter(
-            x=rows[x], y=rows["accuracy"], mode="lines+markers", name=METHOD_LABELS.get(method, method),
+            x=rows[x], y=rows["accuracy"], mode="lines+markers", name=method_label(method, short=True),
             line=dict(color=method_color(method), dash="dot" if method == "id-nocorrection" else "solid"),
             customdata=np.stack([rows["kept_channels"], rows["ratio"]], axis=1),
             hovertemplate="%{y:.1%} accuracy<br>%{customdata[0]} channels kept "
