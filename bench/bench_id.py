@@ -39,14 +39,12 @@ for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
 import argparse  # noqa: E402
 import statistics  # noqa: E402
 import time  # noqa: E402
-from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 import scipy.linalg  # noqa: E402
 import torch  # noqa: E402
-
-
 from bench_sweep import pin_malloc  # noqa: E402  (same directory)
+
 from pruning_core import Plan, Workbench, load_builtin, load_digits  # noqa: E402
 from pruning_core.methods.id import InterpolativePruning  # noqa: E402
 from pruning_core.structure import capture_inputs, channel_matrix, fold_into_consumer  # noqa: E402

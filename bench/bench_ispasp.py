@@ -26,7 +26,6 @@ from pathlib import Path
 
 import torch
 
-
 from pruning_core import Workbench, load_builtin, load_digits  # noqa: E402
 from pruning_core.methods.ispasp import ISpaSP  # noqa: E402
 from pruning_core.plan import Plan  # noqa: E402

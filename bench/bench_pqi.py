@@ -16,10 +16,8 @@ import platform
 import statistics
 import sys
 import time
-from pathlib import Path
 
 import torch
-
 
 from pruning_core import Workbench, load_builtin, load_digits, make_method  # noqa: E402
 from pruning_core.algorithms.pq_index import pqi_all_scopes  # noqa: E402

@@ -35,7 +35,6 @@ import torch
 from torch import nn
 from torch.nn.utils import prune
 
-
 from pruning_core import Workbench, load_builtin, load_digits, make_method, ratio_grid, sweep  # noqa: E402
 from pruning_core.data import DataSplits, Split, synthetic_images  # noqa: E402
 from pruning_core.models import ARCHITECTURES  # noqa: E402
@@ -220,10 +219,10 @@ def bench_model(name: str, eval_samples: int, repeats: int) -> dict:
         _row("plan + slice, 10 ratios s  vs Torch-Pruning deepcopy+pruner+step", c["ours"], c["torch-pruning"],
              "<= 0.10" if is_resnet18 else "(shown)", c["ours"] <= 0.10 * c["torch-pruning"] if is_resnet18 else None),
         _row("sliced vs masked sweep accuracies: max |difference|",
-             max(abs(a - b) for a, b in zip(sliced_acc, masked_acc)), 0.0, "== 0", sliced_acc == masked_acc,
-             fmt="g"),
+             max(abs(a - b) for a, b in zip(sliced_acc, masked_acc, strict=True)), 0.0, "== 0",
+             sliced_acc == masked_acc, fmt="g"),
         _row("unstructured sweep vs naive accuracies: max |difference|",
-             max(abs(a - b) for a, b in zip(ours_acc, u_res["naive"])), 0.0, "(shown)", None, fmt="g"),
+             max(abs(a - b) for a, b in zip(ours_acc, u_res["naive"], strict=True)), 0.0, "(shown)", None, fmt="g"),
     ]
     notes = {
         "data": data_note,
@@ -233,7 +232,8 @@ def bench_model(name: str, eval_samples: int, repeats: int) -> dict:
             round(1e3 * (u["sweep"] - u["floor"]) / n, 2), round(1e3 * (s["sliced"] - s["floor"]) / n, 2)),
         "plan + slice per ratio, ms (ours, Torch-Pruning)": (round(1e3 * c["ours"] / n, 2),
                                                              round(1e3 * c["torch-pruning"] / n, 1)),
-        "small-model parameters per ratio (ours, Torch-Pruning)": list(zip(c_res["ours"], c_res["torch-pruning"])),
+        "small-model parameters per ratio (ours, Torch-Pruning)": list(zip(c_res["ours"], c_res["torch-pruning"],
+                                                                             strict=True)),
         "structured accuracies per ratio (sliced = masked)": [round(a, 4) for a in sliced_acc],
     }
     times = {"unstructured": u_times, "structured": s_times, "slicing": c_times}

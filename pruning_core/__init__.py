@@ -6,9 +6,9 @@
 """
 
 from .data import DataError, DataSplits, load_digits, load_npz
-from .structure import GroupError, ModelGroups, build_groups
 from .methods import REGISTRY, Method, make_method
 from .plan import Plan, PlanError, check_ratio
+from .structure import GroupError, ModelGroups, build_groups
 from .sweep import SweepResult, ratio_grid, run_sweep, sweep
 from .workbench import Workbench, default_device
 

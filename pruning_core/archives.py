@@ -117,7 +117,7 @@ def open_archive(data: bytes, filename: str) -> Archive:
     if total > 4 * len(data) + (64 << 20):  # torch archives are stored uncompressed; this is a zip bomb
         raise ArchiveError(f"{filename} expands to far more data than it holds; it is not a PyTorch archive.")
     (root,) = roots
-    return Archive(zf, root, {n.split("/", 1)[1]: i for n, i in zip(names, infos)})
+    return Archive(zf, root, {n.split("/", 1)[1]: i for n, i in zip(names, infos, strict=True)})
 
 
 def _check_names(archive: Archive, filename: str, what: str, allowed: list[str], stored: list[str],
@@ -292,7 +292,7 @@ def _raw_tensors(archive: Archive, filename: str, folder: str, prefix: str) -> d
         numel = 1
         for s in sizes:
             numel *= s
-        span = offset + sum((s - 1) * st for s, st in zip(sizes, strides)) + 1 if numel else 0
+        span = offset + sum((s - 1) * st for s, st in zip(sizes, strides, strict=True)) + 1 if numel else 0
         if span > flat.numel() or numel > flat.numel():
             raise ArchiveError(f"{filename}: {where} declares a {'x'.join(map(str, sizes))} tensor but its file "
                                f"holds {flat.numel():,} values; the archive is damaged or forged.")

@@ -37,7 +37,7 @@ from torch import nn
 from . import metrics
 from .loading import infer_architecture, load_model_file
 from .plan import Plan, PlanError
-from .sparse_format import SPARSE_FORMAT, load_sparse_state_dict, safetensors_metadata, save_sparse_state_dict
+from .sparse_format import load_sparse_state_dict, save_sparse_state_dict
 from .workbench import Workbench
 
 FORMATS = ("state_dict", "torch.export", "torchscript", "onnx")
@@ -279,7 +279,7 @@ def format_report(report: dict) -> str:
              f"Verified against the {v['reference']} on {v['samples']} samples: max |difference| "
              f"{v['max_abs_difference']:.3g} (tolerance {v['atol']:g}), top-1 agreement {v['top1_agreement']:.2%}.",
              "", "| file | size (bytes) | status |", "|---|---|---|"]
-    for fmt, o in report["formats"].items():
+    for o in report["formats"].values():
         status = "verified by reloading" if o["status"] == "ok" else f"failed: {o['error']}"
         lines.append(f"| {o['file']} | {o.get('bytes', 0):,} | {status} |")
     lines += [f"- {n}" for n in report["notes"]]

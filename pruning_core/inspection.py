@@ -14,8 +14,8 @@ import pandas as pd
 import torch
 
 from .importance.magnitude import group_channel_norms, output_row_norms
-from .structure import GroupError
 from .plan import Plan
+from .structure import GroupError
 from .workbench import Workbench
 
 

@@ -21,8 +21,8 @@ person who uploaded the file; no other exception type escapes ``load_model_file`
 
 from __future__ import annotations
 
-import io
 import contextlib
+import io
 import pickle
 import re
 import struct
@@ -32,12 +32,19 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from .archives import (ArchiveError, check_pt2, check_torch_save, check_torchscript, load_exported_program,
-                       open_archive, refuse_full_unpickling)
-from .structure import fix_size_attributes
+from .archives import (
+    ArchiveError,
+    check_pt2,
+    check_torch_save,
+    check_torchscript,
+    load_exported_program,
+    open_archive,
+    refuse_full_unpickling,
+)
 from .limits import SizeLimitError, max_file_bytes, too_large
-from .sparse_format import SPARSE_FORMAT, load_sparse_state_dict, safetensors_metadata
 from .models import ARCHITECTURES
+from .sparse_format import SPARSE_FORMAT, load_sparse_state_dict, safetensors_metadata
+from .structure import fix_size_attributes
 
 KINDS = ("builtin", "state_dict", "safetensors", "torchscript", "exported", "pickled-module")
 # Wrapper keys under which training scripts commonly nest the weights, and prefixes that DataParallel
@@ -122,7 +129,7 @@ def build_pruned_architecture(architecture: str, state_dict: dict[str, torch.Ten
                 raise ModelLoadError(f"{key} has shape {_shape(shape)} in the file: the layer has no channels left, "
                                      "so the model cannot compute anything. Prune less, or remove the layer.")
             if (not isinstance(mod, _SHRINKABLE) or len(shape) != tensor.ndim
-                    or any(s > d for s, d in zip(shape, tensor.shape))):
+                    or any(s > d for s, d in zip(shape, tensor.shape, strict=True))):
                 raise ModelLoadError(
                     f"{key} has shape {_shape(shape)} in the file but {_shape(tensor.shape)} in {architecture}; "
                     "a pruned checkpoint can only have narrower convolution, linear and norm layers. "
@@ -449,7 +456,7 @@ def check_tensors(tensors: dict[str, torch.Tensor], filename: str) -> None:
         size = t.element_size()
         stored = t.untyped_storage().nbytes()
         if t.numel():
-            span = t.storage_offset() + sum((n - 1) * st for n, st in zip(t.shape, t.stride())) + 1
+            span = t.storage_offset() + sum((n - 1) * st for n, st in zip(t.shape, t.stride(), strict=True)) + 1
             if t.numel() * size > stored or span * size > stored:
                 raise ModelLoadError(
                     f"{filename}: tensor {name!r} declares {_shape(t.shape)} = {t.numel():,} values but stores "

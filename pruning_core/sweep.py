@@ -16,8 +16,8 @@ from typing import Callable, Iterable, Iterator
 
 import pandas as pd
 
-from .methods import REGISTRY, Method, make_method
 from .limits import max_ratios, too_many_ratios
+from .methods import REGISTRY, Method, make_method
 from .plan import PlanError, check_ratio
 from .workbench import Workbench
 

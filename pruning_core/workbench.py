@@ -124,7 +124,7 @@ class Workbench:
     @property
     def supports_structured(self) -> bool:
         try:
-            self.groups
+            _ = self.groups  # traced on first use; a GroupError says the model cannot be traced
             return True
         except GroupError:
             return False

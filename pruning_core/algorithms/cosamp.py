@@ -223,7 +223,7 @@ class UnitProblem:
                     h = self.hidden[i:i + self.chunk].clone().requires_grad_(True)
                     self._graphs.append((h, self.layer2(h)))
             v = torch.zeros(self.c, dtype=torch.float64)
-            for (h, out), r in zip(self._graphs, residual_chunks):
+            for (h, out), r in zip(self._graphs, residual_chunks, strict=True):
                 (g,) = torch.autograd.grad(out, h, r.to(out.dtype), retain_graph=True)
                 v += channel_view(g, self.positions).sum((0, 2), dtype=torch.float64).cpu()
             return v

@@ -146,7 +146,7 @@ def pqi_all_scopes(wb_or_params, masks: TensorDict | None = None, p: float = 0.5
         out["d"]["layer"][name] = ld
         pooled.append((lsp, lsq, ld, lscale))
     if pooled:
-        gsp, gsq, gd, _ = pool_sums(*(torch.stack(col) for col in zip(*pooled)), p, q)
+        gsp, gsq, gd, _ = pool_sums(*(torch.stack(col) for col in zip(*pooled, strict=True)), p, q)
     else:
         gsp = gsq = gd = torch.zeros((), dtype=torch.float64)
     out["global"]["global"] = index_from_sums(gsp, gsq, gd, p, q)
@@ -175,7 +175,7 @@ def scope_summary(all_scopes: dict, scope: str) -> float:
     if scope == "global":
         return float(all_scopes["global"]["global"])
     values = [v.reshape(-1)[d.reshape(-1) > 0] for v, d in zip(all_scopes[scope].values(),
-                                                                 all_scopes["d"][scope].values())]
+                                                                 all_scopes["d"][scope].values(), strict=True)]
     values = torch.cat(values) if values else torch.zeros(0, dtype=torch.float64)
     return float(values.mean()) if values.numel() else 0.0
 

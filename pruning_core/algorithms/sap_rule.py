@@ -85,7 +85,7 @@ def remove_smallest(params: TensorDict, masks: TensorDict, counts: dict, scope: 
         if c > 0:
             remove[torch.sort(flat, stable=True).indices[:c]] = True
         start = 0
-        for name, shape in zip(params, shapes):
+        for name, shape in zip(params, shapes, strict=True):
             n = int(np.prod(shape))
             new[name] = masks[name].to("cpu", torch.bool) & ~remove[start:start + n].reshape(shape)
             start += n

@@ -78,7 +78,8 @@ def synthetic_residual(synthetic: pd.DataFrame) -> go.Figure:
     and one line per (width, p); smaller p (sparser hidden representations) should fall faster."""
     widths = sorted(synthetic.width.unique())
     ps = sorted(synthetic.sparsity.unique())
-    colors = dict(zip(ps, sample_colorscale("Plasma", [0.05 + 0.8 * i / max(len(ps) - 1, 1) for i in range(len(ps))])))
+    colors = dict(zip(ps, sample_colorscale("Plasma", [0.05 + 0.8 * i / max(len(ps) - 1, 1) for i in range(len(ps))]),
+                      strict=True))
     fig = make_subplots(rows=1, cols=max(len(widths), 1), subplot_titles=[f"d_hid = {w}" for w in widths],
                         shared_yaxes=False, horizontal_spacing=0.08)
     for col, w in enumerate(widths, start=1):

@@ -8,8 +8,8 @@ combines a criterion with a selection rule (``methods.base.RankedUnstructured`` 
 function (``group_channel_norms``, ``group_bn_scale``, ...) for callers that want the numbers directly.
 """
 
-from .base import Importance
 from .activation import ActivationSum, unit_activation_sums
+from .base import Importance
 from .bn_scale import BNScale, group_bn_scale
 from .magnitude import GroupNorm, RowNorm, WeightMagnitude, group_channel_norms, output_row_norms, weight_magnitude
 from .random import RandomScores, random_channel_scores, random_weight_scores

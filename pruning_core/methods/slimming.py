@@ -36,7 +36,8 @@ class NetworkSlimming(Method):
         score = torch.cat([scores[n] for n in names]) if names else torch.zeros(0, dtype=torch.float64)
         group = torch.cat([torch.full((len(scores[n]),), i) for i, n in enumerate(names)]) if names else \
             torch.zeros(0, dtype=torch.long)
-        channel = torch.cat([torch.arange(len(scores[n])) for n in names]) if names else torch.zeros(0, dtype=torch.long)
+        channel = torch.cat([torch.arange(len(scores[n])) for n in names]) if names else \
+            torch.zeros(0, dtype=torch.long)
         order = torch.sort(score, stable=True).indices
         # each group's last channel in that order is never removed: the removal order leaves it out
         last = {int(group[i]): i for i in order.tolist()}

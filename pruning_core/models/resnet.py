@@ -26,7 +26,7 @@ class ResNet(nn.Module):
         self.bn1 = nn.BatchNorm2d(widths[0])
         in_planes = widths[0]
         stages = []
-        for i, (n, planes) in enumerate(zip(blocks, widths)):
+        for i, (n, planes) in enumerate(zip(blocks, widths, strict=True)):
             layers = []
             for j in range(n):
                 layers.append(BasicBlock(in_planes, planes, stride=2 if (i > 0 and j == 0) else 1))

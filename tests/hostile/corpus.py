@@ -276,7 +276,8 @@ def build_corpus(folder: Path, marker_dir: Path, control_dir: Path) -> list[Case
         add(Case(cid, "model", "model.pt", match="damaged|not opened|could not be loaded"),
             _rezip(good_ts, {f"archive/{entry}": pickle.dumps(evil(cid), protocol=2)}))
     add(Case("ts-from-file.pt", "model", "model.pt", match="from_file"),
-        _rezip(good_ts, {code_name: code.replace(b"return ", b"_evil = torch.from_file('/etc/passwd', True, 64)\n    return ", 1)}))
+        _rezip(good_ts, {code_name: code.replace(
+            b"return ", b"_evil = torch.from_file('/etc/passwd', True, 64)\n    return ", 1)}))
     add(Case("ts-custom-op.pt", "model", "model.pt", match="custom operators|ops\\."),
         _rezip(good_ts, {code_name: code + b"\n# ops.myns.run(x)\n"}))
     add(Case("ts-second-folder.pt", "model", "model.pt", match="top-level folders"),

@@ -4,8 +4,8 @@
 from __future__ import annotations
 
 import pytest
-
 from corpus import exploit_pt2
+
 from pruning_core.cli import main
 from pruning_core.loading import ModelLoadError, load_model_file
 

@@ -13,7 +13,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from corpus import build_corpus, write_cases
 
 HERE = Path(__file__).resolve().parent

@@ -8,8 +8,15 @@ import pytest
 import torch
 
 from pruning_core import load_builtin
-from pruning_core.archives import (ArchiveError, check_pt2, load_exported_program, open_archive,
-                                   refuse_full_unpickling, safe_sympy_expression, unsafe_graph_strings)
+from pruning_core.archives import (
+    ArchiveError,
+    check_pt2,
+    load_exported_program,
+    open_archive,
+    refuse_full_unpickling,
+    safe_sympy_expression,
+    unsafe_graph_strings,
+)
 
 X = torch.rand(5, 1, 8, 8, generator=torch.Generator().manual_seed(0))
 

@@ -5,8 +5,18 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pruning_core.importance import (ActivationSum, BNScale, GroupNorm, Importance, RandomScores, RowNorm,
-                                     WeightMagnitude, group_bn_scale, output_row_norms, unit_activation_sums)
+from pruning_core.importance import (
+    ActivationSum,
+    BNScale,
+    GroupNorm,
+    Importance,
+    RandomScores,
+    RowNorm,
+    WeightMagnitude,
+    group_bn_scale,
+    output_row_norms,
+    unit_activation_sums,
+)
 from pruning_core.structure import capture_inputs
 
 
@@ -45,6 +55,6 @@ def test_criteria_share_one_interface(demo_workbenches):
     rows = RowNorm(2)(wb)
     assert all(torch.equal(rows[k], torch.from_numpy(v)) for k, v in output_row_norms(wb, 2).items())
     assert all(torch.equal(a, b) for a, b in zip(RandomScores("channels", 3)(wb).values(),
-                                                   RandomScores("channels", 3)(wb).values()))
+                                                   RandomScores("channels", 3)(wb).values(), strict=True))
     with pytest.raises(ValueError, match="per weight or per channel"):
         RandomScores("units")

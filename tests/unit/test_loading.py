@@ -12,8 +12,7 @@ from safetensors.torch import save as save_safetensors
 
 from pruning_core import Workbench, load_builtin, make_method
 from pruning_core.data import DataSplits
-from pruning_core.loading import (ModelLoadError, build_pruned_architecture, load_builtin_model,
-                                  load_model_file)
+from pruning_core.loading import ModelLoadError, build_pruned_architecture, load_builtin_model, load_model_file
 from pruning_core.models import DigitsCNN
 
 X = torch.rand(7, 1, 8, 8, generator=torch.Generator().manual_seed(0))

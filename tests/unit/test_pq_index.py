@@ -13,7 +13,6 @@ from pruning_core import make_method
 from pruning_core.algorithms.pq_index import pq_index, pqi_all_scopes, pqi_by_scope, pqi_table
 from pruning_core.experiments.pqi_curve import plan_masks, pqi_magnitude_curve
 
-
 PQ = [(0.5, 1.0), (1.0, 2.0), (0.2, 1.0), (1.0, 1.4), (0.7, 3.0)]
 
 
@@ -75,7 +74,7 @@ def test_moving_mass_to_the_largest_entry_increases_the_index(p, q, rng):
     assert pq_index(torch.from_numpy(fairer), p, q) < before
     # concentrating everything step by step increases it monotonically
     values = [pq_index(torch.tensor([1.0] * (40 - k) + [0.0] * k), p, q) for k in range(0, 40, 5)]
-    assert all(b > a for a, b in zip(values, values[1:]))
+    assert all(b > a for a, b in zip(values, values[1:], strict=False))
 
 
 @pytest.mark.parametrize("p,q", PQ)

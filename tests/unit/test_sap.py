@@ -13,7 +13,6 @@ from pruning_core.algorithms.pq_index import pqi_by_scope
 from pruning_core.algorithms.sap_rule import magnitude_step, sap_prune_count, sap_step
 from pruning_core.methods.sap import SAPSchedule
 
-
 # ----- the SAP rule -------------------------------------------------------------------------------------------
 
 def test_sap_prune_count_by_hand():

@@ -14,7 +14,7 @@ def test_sweep_streams_one_point_per_method_and_ratio(demo_workbenches):
     seen = []
     for point in sweep(wb, ["magnitude-global", "group-l1"], ratios):
         seen.append((point.row["method"], point.row["ratio"]))
-        assert point.layers and all(l["ratio"] == point.row["ratio"] for l in point.layers)
+        assert point.layers and all(layer["ratio"] == point.row["ratio"] for layer in point.layers)
     assert seen == [(m, r) for m in ("magnitude-global", "group-l1") for r in ratios]
 
 
@@ -109,7 +109,7 @@ def test_from_points_keeps_one_row_per_method_and_ratio():
 
     res = SweepResult.from_points([point("a", 0.5, 0.1), point("b", 0.5, 0.3), point("a", 0.5, 0.2),
                                    point("a", 0.0, 0.9)])
-    assert list(zip(res.points["method"], res.points["ratio"], res.points["accuracy"])) == [
+    assert list(zip(res.points["method"], res.points["ratio"], res.points["accuracy"], strict=True)) == [
         ("a", 0.5, 0.2), ("b", 0.5, 0.3), ("a", 0.0, 0.9)]  # the last measurement wins
     assert res.layers["kept_fraction"].tolist() == [0.2, 0.3, 0.9]
     assert res.at(0.5).set_index("method").loc["a", "accuracy"] == 0.2  # a scalar, not a Series

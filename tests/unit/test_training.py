@@ -3,7 +3,6 @@ stop when asked, and the initial weights rewinding goes back to."""
 
 from __future__ import annotations
 
-
 import pytest
 import torch
 
@@ -11,7 +10,6 @@ from pruning_core import load_builtin
 from pruning_core.experiments.training import reinitialise, train_masked
 from pruning_core.models import ARCHITECTURES
 from pruning_core.models.train_demo import demo_initialisation
-
 
 # ----- masked training ----------------------------------------------------------------------------------------
 

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from pruning_core import Plan
-from pruning_core.structure import (capture_inputs, channel_matrix, fold_into_consumer, hidden_mask, layer_two)
+from pruning_core.structure import capture_inputs, channel_matrix, fold_into_consumer, hidden_mask, layer_two
 
 EXPECTED = {
     "digits-mlp": [("fc1", "fc2", "linear"), ("fc2", "fc3", "linear")],
@@ -129,8 +129,7 @@ def test_correction_on_an_untouched_tensor_is_not_shared(demo_workbenches):
 
 
 def test_a_model_with_a_layernorm_between_has_no_unit():
-    from pruning_core.structure import build_groups
-    from pruning_core.structure import find_units
+    from pruning_core.structure import build_groups, find_units
 
     model = nn.Sequential(nn.Linear(8, 16), nn.LayerNorm(16), nn.ReLU(), nn.Linear(16, 16), nn.ReLU(),
                           nn.Linear(16, 4)).eval()

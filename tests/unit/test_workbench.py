@@ -87,8 +87,8 @@ def test_data_that_does_not_fit_the_model_is_refused_clearly():
     with pytest.raises(DataError, match="does not fit"):
         Workbench(load_builtin("digits-cnn"), data, device="cpu")
     y_many = torch.arange(20)
-    data = DataSplits("too many classes", Split(torch.rand(20, 1, 8, 8), y_many), Split(torch.rand(20, 1, 8, 8), y_many),
-                      Split(torch.rand(20, 1, 8, 8), y_many), 20)
+    data = DataSplits("too many classes", Split(torch.rand(20, 1, 8, 8), y_many),
+                      Split(torch.rand(20, 1, 8, 8), y_many), Split(torch.rand(20, 1, 8, 8), y_many), 20)
     with pytest.raises(DataError, match="classes"):
         Workbench(load_builtin("digits-cnn"), data, device="cpu")
 
