@@ -43,7 +43,7 @@ def train_masked(model: nn.Module, masks: dict[str, torch.Tensor] | None, x: tor
                  epochs: int, lr: float = DEMO_LR, batch_size: int = DEMO_BATCH, seed: int = 0,
                  weight_decay: float = DEMO_WEIGHT_DECAY, optimizer: str = "adam",
                  device: str | torch.device | None = None,
-                 should_stop: Callable[[], bool] | None = None) -> nn.Module:
+                 should_stop: Callable[[], bool] | None = None, clip_grad_norm: float | None = None) -> nn.Module:
     """Train ``model`` in place with cross-entropy for ``epochs`` epochs while keeping masked weights at zero.
 
     * ``masks``: parameter name -> bool tensor of the parameter's shape, True = kept (``Plan.masks``). Parameters
@@ -52,7 +52,9 @@ def train_masked(model: nn.Module, masks: dict[str, torch.Tensor] | None, x: tor
     * Optimiser: ``"adam"`` (default; ``torch.optim.Adam`` with L2 ``weight_decay``, the demo models' recipe:
       lr 3e-3, weight decay 1e-4, batch 64) or ``"sgd"`` (momentum 0.9, Nesterov, the SAP paper's recipe, which
       uses lr 0.1 and weight decay 5e-4 there). Cosine annealing over ``epochs``, stepped once per epoch.
-    * Every step: backward, gradients of masked entries zeroed, optimiser step, mask multiplied back in.
+    * Every step: backward, gradients of masked entries zeroed, the gradient's global L2 norm clipped to
+      ``clip_grad_norm`` when given (the SAP authors' ``train_classifier.py`` clips at 1; default None: no
+      clipping), optimiser step, mask multiplied back in.
     * Batch order comes from a ``torch.Generator`` seeded with ``seed`` (one ``randperm`` per epoch); the global
       generators are also seeded for the run (dropout) and restored afterwards. On the CPU the result is
       deterministic for a seed (bit for bit with the same thread count; another count reorders float reductions,
@@ -63,6 +65,8 @@ def train_masked(model: nn.Module, masks: dict[str, torch.Tensor] | None, x: tor
     """
     if optimizer not in OPTIMIZERS:
         raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {optimizer!r}")
+    if clip_grad_norm is not None and not clip_grad_norm > 0:
+        raise ValueError(f"clip_grad_norm must be positive or None, got {clip_grad_norm!r}")
     if epochs < 0 or batch_size < 1:
         raise ValueError(f"need epochs >= 0 and batch_size >= 1, got {epochs} and {batch_size}")
     device = torch.device(device) if device is not None else next(model.parameters()).device
@@ -104,6 +108,8 @@ def train_masked(model: nn.Module, masks: dict[str, torch.Tensor] | None, x: tor
                 for p, m in masked:
                     if p.grad is not None:
                         p.grad.mul_(m)
+                if clip_grad_norm is not None:
+                    nn.utils.clip_grad_norm_(model.parameters(), clip_grad_norm)
                 opt.step()
                 with torch.no_grad():
                     for p, m in masked:
