@@ -95,7 +95,8 @@ class SAPRun:
                  epochs: int | None = None, lr: float | None = None, baseline: str | None = None,
                  baseline_fraction: float = 0.2, seed: int = 0, init=None,
                  should_stop: Callable[[], bool] | None = None, batch_size: int = DEMO_BATCH,
-                 weight_decay: float = DEMO_WEIGHT_DECAY, optimizer: str = "adam"):
+                 weight_decay: float = DEMO_WEIGHT_DECAY, optimizer: str = "adam",
+                 clip_grad_norm: float | None = None):
         if mode not in MODES:
             raise ValueError(f"mode must be one of {tuple(MODES)}, got {mode!r}")
         if scope not in SCOPES:
@@ -117,7 +118,8 @@ class SAPRun:
                        "q": float(q), "eta_r": float(eta_r), "gamma": float(gamma), "beta": float(beta),
                        "rounds": int(rounds), "epochs": epochs, "lr": lr, "baseline": baseline,
                        "baseline_fraction": float(baseline_fraction), "seed": int(seed), "batch_size": batch_size,
-                       "weight_decay": weight_decay, "optimizer": optimizer}
+                       "weight_decay": weight_decay, "optimizer": optimizer,
+                       "clip_grad_norm": clip_grad_norm}
         wb.restore()
         self.model = trainable_copy(wb.model)
         self.names = list(wb.prunable)
@@ -249,7 +251,8 @@ class SAPRun:
             return stopped
 
         train_masked(self.model, masks, self.x, self.y, cfg["epochs"], cfg["lr"], cfg["batch_size"],
-                     cfg["seed"] + t, cfg["weight_decay"], cfg["optimizer"], self.wb.device, poll)
+                     cfg["seed"] + t, cfg["weight_decay"], cfg["optimizer"], self.wb.device, poll,
+                     cfg["clip_grad_norm"])
         if stopped:
             return None
         accuracy = self._evaluate()
