@@ -43,7 +43,8 @@ def train_masked(model: nn.Module, masks: dict[str, torch.Tensor] | None, x: tor
                  epochs: int, lr: float = DEMO_LR, batch_size: int = DEMO_BATCH, seed: int = 0,
                  weight_decay: float = DEMO_WEIGHT_DECAY, optimizer: str = "adam",
                  device: str | torch.device | None = None,
-                 should_stop: Callable[[], bool] | None = None, clip_grad_norm: float | None = None) -> nn.Module:
+                 should_stop: Callable[[], bool] | None = None, clip_grad_norm: float | None = None,
+                 after_step: Callable[[int, float], None] | None = None) -> nn.Module:
     """Train ``model`` in place with cross-entropy for ``epochs`` epochs while keeping masked weights at zero.
 
     * ``masks``: parameter name -> bool tensor of the parameter's shape, True = kept (``Plan.masks``). Parameters
@@ -62,6 +63,10 @@ def train_masked(model: nn.Module, masks: dict[str, torch.Tensor] | None, x: tor
     * BatchNorm layers are in train mode while training; the model is returned in eval mode.
     * ``should_stop()``: polled before every batch; when it returns True, training stops there and the model is
       returned as it is (the caller, who owns the callback, knows it stopped).
+    * ``after_step(step, loss)``: optional, called after every optimiser step (masks already multiplied back in)
+      with the step's index from 0 and its mini-batch loss, in train mode; a caller may change what the model
+      computes between steps there (SequentialAttention++ moves its block masks along its schedule) or record
+      curves. A callback that evaluates the model must put it back in train mode.
     """
     if optimizer not in OPTIMIZERS:
         raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {optimizer!r}")
@@ -95,6 +100,7 @@ def train_masked(model: nn.Module, masks: dict[str, torch.Tensor] | None, x: tor
     g = torch.Generator().manual_seed(seed)
     masked = [(params[name], m) for name, m in keep.items()]
     stopped = False
+    step = 0
     with seeded(seed, device):
         for _ in range(epochs):
             model.train()
@@ -104,7 +110,8 @@ def train_masked(model: nn.Module, masks: dict[str, torch.Tensor] | None, x: tor
                     break
                 idx = idx.to(device)
                 opt.zero_grad()
-                nn.functional.cross_entropy(model(x[idx]), y[idx]).backward()
+                loss = nn.functional.cross_entropy(model(x[idx]), y[idx])
+                loss.backward()
                 for p, m in masked:
                     if p.grad is not None:
                         p.grad.mul_(m)
@@ -114,6 +121,9 @@ def train_masked(model: nn.Module, masks: dict[str, torch.Tensor] | None, x: tor
                 with torch.no_grad():
                     for p, m in masked:
                         p.mul_(m)
+                if after_step is not None:
+                    after_step(step, loss.detach().item())
+                step += 1
             if stopped:
                 break
             sched.step()
