@@ -13,6 +13,7 @@ built-in architecture a seeded initialisation of that architecture.
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Callable, Iterable, Iterator, Mapping
 
@@ -314,6 +315,18 @@ def run_sap(wb: Workbench, mode: str = "rewind", scope: str = "layer", p: float 
                   init, should_stop, **training)
 
 
+def weight_decay_for(accumulated: float, lr: float, epochs: int, samples: int, batch_size: int) -> float:
+    """The weight decay whose decay accumulated over one retraining, sum over the steps of lr_t x wd, equals
+    ``accumulated`` under ``train_masked``'s schedule (cosine over ``epochs``, stepped per epoch, ceil(samples /
+    batch_size) steps per epoch). The SAP paper's CIFAR runs accumulate about 1 per round (200 epochs x 200
+    steps at lr 0.1, cosine, wd 5e-4); their PQI, and so SAP's step, depends on it (methods.md section 11)."""
+    if not (accumulated >= 0 and lr > 0 and epochs >= 1 and samples >= 1 and batch_size >= 1):
+        raise ValueError("need accumulated >= 0, lr > 0, epochs >= 1, samples >= 1 and batch_size >= 1")
+    steps = -(-samples // batch_size)
+    lr_sum = steps * sum(lr * 0.5 * (1 + math.cos(math.pi * e / epochs)) for e in range(epochs))
+    return accumulated / lr_sum
+
+
 def standard_runs(wb: Workbench, mode: str = "rewind", scope: str = "layer", rounds: int = 10,
                   epochs: int | None = None, eta_r: float = 0.0, gamma: float = 1.0, beta: float = 0.9,
                   seed: int = 0, should_stop: Callable[[], bool] | None = None) -> list[SAPRun]:
@@ -331,4 +344,5 @@ def runs_frame(runs: Iterable[SAPRun]) -> pd.DataFrame:
 
 
 __all__ = ["BASELINES", "MODES", "PAPER_RUNS", "SAPRun", "initial_state", "method_name", "run_sap", "runs_frame",
-           "standard_runs", "training_split"]
+           "standard_runs", "training_split",
+           "weight_decay_for"]

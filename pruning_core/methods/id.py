@@ -23,19 +23,22 @@ three rules (``mode``), always computed from the QR of the dense network's activ
   k with |R_{k+1,k+1}| / |R_11| <= τ. ``plan(ratio)`` chooses the one tolerance τ shared by all units that removes
   ``round(ratio * total unit channels)`` channels (a global threshold on |R_jj / R_11|, trailing pivots first),
   so a ratio sweep is a tolerance sweep parametrised by what it removes; the τ used is in ``plan.details``.
-* ``"flops"`` (the 2022 code's ``iditer``): greedy allocation. Starting dense, repeatedly cut the unit whose
-  relative ID error increase per FLOP saved, [e(k - s) - e(k)] / ΔFLOPs with e(k) = ||R22(k)||_F / ||Z||_F, is
-  smallest, by s = max(1, round(step * current width)) channels, until the FLOPs removed reach ``ratio`` of the
-  dense model's FLOPs (the last cut is trimmed to the fewest channels that reach it). FLOPs are the workbench's
-  per-layer counts (``torch.utils.flop_counter``), each layer scaled by its kept output and input fractions,
-  exactly how ``Workbench.evaluate_plan`` reports them. The whole greedy path is computed once in ``prepare``;
-  ``plan(ratio)`` looks its ratio up on it. Differences from the code: the code scores |R_kk / R_11| at the new
-  width against a 0.1 x parameters proxy; we score the error increase against the exact FLOPs saved, which
-  prefers cutting dead channels (no error increase) and layers that cost many FLOPs per channel.
+* ``"flops"`` (the authors' ``IDiter``, ``prunevgg_IDiter_tsqr`` and ``getK`` in the 2022 code): greedy
+  allocation with Z recomputed on the pruned model. Starting dense, every step scores each unit u at its current
+  width n_u by the level of the first pivot a cut to k_u = int((1 - step) n_u) would drop, |R_{k,k} / R_{0,0}|
+  (0-indexed, from the pivoted QR of u's Z on the *current* pruned and corrected network), per
+  0.1 x (parameters of u's producer + parameters of its consumer), at their current widths; the unit with the
+  smallest score is cut to k_u by its ID (T folded into the current consumer weight), and every Z from that
+  unit on is recomputed before the next step. Steps continue until the FLOPs removed reach ``ratio`` of the
+  dense model's FLOPs; the last cut is trimmed to the fewest channels that reach it (the code stops after
+  the cut). FLOPs are the workbench's per-layer counts (``torch.utils.flop_counter``), each layer scaled by its
+  kept output and input fractions, as ``Workbench.evaluate_plan`` reports them. The path is computed lazily and
+  cached, so a sweep walks it once. ``greedy_path()`` lists its steps.
 
-``activations="original"`` (the code's default ``Zorig``) computes every Z once, in ``prepare``, on the dense
-network; ``"pruned"`` recomputes each unit's Z at plan time on the network whose earlier units are already pruned
-and corrected (one calibration forward pass per unit per ratio; the kept counts still come from the dense QR).
+``activations="original"`` (the code's default ``Zorig``; modes fraction and tolerance) computes every Z once, in
+``prepare``, on the dense network; ``"pruned"`` recomputes each unit's Z at plan time on the network whose
+earlier units are already pruned and corrected (one calibration forward pass per unit per ratio; the kept counts
+still come from the dense QR). Mode ``flops`` always recomputes Z, as the authors' IDiter does.
 ``correction=False`` keeps the same channels without folding T (the paper's "without T" comparison).
 
 The decomposition itself (TSQR, the pivoted QR in float64, the rank-deficient case) is
@@ -111,7 +114,7 @@ class InterpolativePruning(Method):
         if self.mode == "tolerance":
             self._tolerance_order()
         elif self.mode == "flops":
-            self._greedy_path()
+            self._start_path(wb)
 
     def _flops_model(self, wb: Workbench) -> None:
         """Per-layer FLOPs as a function of the kept channels: a layer's count scales with its kept output
@@ -154,48 +157,147 @@ class InterpolativePruning(Method):
         self._tol_values = values[order]
         self._tol_groups = [groups[i] for i in order]
 
-    def _greedy_path(self) -> None:
-        """The whole IDiter path from dense to one channel per unit: (group, width before, width after, FLOPs
-        removed after the step) per step, and the kept widths after each step."""
-        kept = {u.group: u.size for u in self.units}
-        current = self.flops(kept)
-        self._path: list[tuple[str, int, int, float]] = []
-        self._path_kept: list[dict[str, int]] = []
-        while True:
+    def _module_params(self, wb: Workbench) -> None:
+        """Per unit, the weight and bias sizes of its producer and consumer and the units whose kept fractions
+        scale them (the parameters the authors' proxy counts)."""
+        modules = dict(wb.model.named_modules())
+        out_of = {u.producer: u.group for u in self.units}
+        in_of = {u.consumer: u.group for u in self.units}
+        self._param_terms = {}
+        for u in self.units:
+            terms = []
+            for name in (u.producer, u.consumer):
+                mod = modules[name]
+                w = getattr(mod, "weight", None)
+                b = getattr(mod, "bias", None)
+                terms.append((w.numel() if w is not None else 0, b.numel() if b is not None else 0,
+                              out_of.get(name), in_of.get(name)))
+            self._param_terms[u.group] = terms
+
+    def unit_params(self, group: str, kept: dict[str, int]) -> float:
+        """Parameters of ``group``'s producer and consumer with ``kept[g]`` channels in each unit."""
+        sizes = {u.group: u.size for u in self.units}
+        total = 0.0
+        for w, b, g_out, g_in in self._param_terms[group]:
+            out_frac = kept[g_out] / sizes[g_out] if g_out else 1.0
+            in_frac = kept[g_in] / sizes[g_in] if g_in else 1.0
+            total += w * out_frac * in_frac + b * out_frac
+        return total
+
+    def _start_path(self, wb: Workbench) -> None:
+        self._module_params(wb)
+        alive = {u.group: torch.arange(u.size) for u in self.units}
+        self._states = [{"alive": alive, "weights": dict(self._consumer_weights), "removed": 0.0}]
+        self._steps: list[dict] = []
+        self._alive_qr: dict[str, ColumnPivotedQR] = {}
+        self._stale = 0  # units from this index on need their Z recomputed
+        self._exhausted = False
+
+    def _alive_qrs(self, state: dict, units: list[Unit]) -> dict[str, ColumnPivotedQR]:
+        """Pivoted QR of each unit's Z restricted to its alive channels, on the network ``state`` describes."""
+        wb = self._wb
+        reducers = {u.group: RowReducer(len(state["alive"][u.group])) for u in units}
+        by_consumer = {u.consumer: u for u in units}
+
+        def add(name: str, t: torch.Tensor) -> None:
+            u = by_consumer[name]
+            reducers[u.group].add(channel_matrix(u, t)[:, state["alive"][u.group].to(t.device)])
+
+        with wb.applied(self._state_plan(state, 0.0)) as model:
+            stream_inputs(model, list(by_consumer), wb.calib_x, add, wb.batch_size)
+        return {g: ColumnPivotedQR.of_reduced(red.r, red.rows, self.rank_tol) for g, red in reducers.items()}
+
+    def _state_plan(self, state: dict, ratio: float) -> Plan:
+        pruned, corrections = {}, {}
+        for u in self.units:
+            alive = state["alive"][u.group]
+            if len(alive) < u.size:
+                keep = torch.zeros(u.size, dtype=torch.bool)
+                keep[alive] = True
+                pruned[u.group] = (~keep).nonzero().squeeze(1)
+                if self.correction:
+                    corrections[f"{u.consumer}.weight"] = state["weights"][u.consumer].clone()
+        for u in self.units:  # a corrected consumer that is a later unit's producer: its removed rows stay zero
+            name = f"{u.producer}.weight"
+            if name in corrections and u.group in pruned:
+                corrections[name][pruned[u.group].to(corrections[name].device)] = 0
+        return Plan(self.key, ratio, "structured", pruned_channels=pruned, corrections=corrections)
+
+    def _cut(self, state: dict, unit: Unit, qr: ColumnPivotedQR, k: int) -> dict:
+        """``state`` with ``unit`` cut to its first k pivots (of its alive channels) and T folded in."""
+        alive = state["alive"][unit.group]
+        kept = alive[torch.from_numpy(qr.pivots[:k].copy())]
+        t = torch.zeros(k, unit.size, dtype=torch.float64)
+        t[:, alive] = torch.from_numpy(qr.interpolation(k))
+        weights = dict(state["weights"])
+        weights[unit.consumer] = fold_into_consumer(state["weights"][unit.consumer], unit, kept, t)
+        new_alive = {**state["alive"], unit.group: torch.sort(kept).values}
+        counts = {g: len(a) for g, a in new_alive.items()}
+        return {"alive": new_alive, "weights": weights, "removed": self.dense_flops - self.flops(counts)}
+
+    def _extend_path(self, target: float) -> None:
+        """Walk the authors' greedy steps until the FLOPs removed reach ``target`` or no unit can be cut."""
+        while self._states[-1]["removed"] < target - 1e-9 * self.dense_flops and not self._exhausted:
+            state = self._states[-1]
+            self._alive_qr.update(self._alive_qrs(state, self.units[self._stale:]))
+            counts = {g: len(a) for g, a in state["alive"].items()}
             best = None
-            for u in self.units:
-                k = kept[u.group]
-                if k <= 1:
+            for i, u in enumerate(self.units):
+                n = counts[u.group]
+                if n <= 1:
                     continue
-                new_k = k - min(max(1, round(self.step * k)), k - 1)
-                saved = current - self.flops({**kept, u.group: new_k})
-                if saved <= 0:  # a unit whose layers cost no counted FLOPs is never cut for FLOPs
-                    continue
-                qr = self.qr[u.group]
-                increase = max(qr.relative_error(new_k) - qr.relative_error(k), 0.0)
-                key = (increase / saved, -saved)
-                if best is None or key < best[0]:
-                    best = (key, u.group, k, new_k)
+                k = min(max(1, int((1.0 - self.step) * n)), n - 1)
+                level = float(self._alive_qr[u.group].diag_ratio[k])
+                proxy = 0.1 * self.unit_params(u.group, counts)
+                score = level / proxy if proxy > 0 else float("inf")
+                if best is None or score < best[0]:
+                    best = (score, i, k, level, proxy)
             if best is None:
+                self._exhausted = True
                 break
-            _, g, k, new_k = best
-            kept[g] = new_k
-            current = self.flops(kept)
-            self._path.append((g, k, new_k, self.dense_flops - current))
-            self._path_kept.append(dict(kept))
+            score, i, k, level, proxy = best
+            u = self.units[i]
+            new = self._cut(state, u, self._alive_qr[u.group], k)
+            self._steps.append({"step": len(self._steps) + 1, "group": u.group, "kept_before": counts[u.group],
+                                "kept_after": k, "level": level, "params_proxy": proxy, "score": score,
+                                "flops_removed": new["removed"] / self.dense_flops, "qr": self._alive_qr[u.group]})
+            self._states.append(new)
+            self._stale = i
 
     def greedy_path(self) -> pd.DataFrame:
-        """The ``"flops"`` mode's greedy steps from dense to one channel per unit: which unit was cut, its width
-        before and after, the relative ID error increase e(after) - e(before), and the fraction of the dense
-        FLOPs removed after the step. ``plan(ratio)`` stops at the first step that reaches ``ratio``."""
+        """The ``"flops"`` mode's steps walked so far (``plan(ratio)`` walks as far as ``ratio`` needs): the unit
+        cut, its width before and after, the level |R_kk / R_11| it dropped, the parameter proxy, the score and
+        the fraction of the dense FLOPs removed after the step."""
         if self.mode != "flops" or self._wb is None:
             raise PlanError(f"{self.label}: the greedy path exists after prepare() in mode='flops'")
-        rows = [{"step": i + 1, "group": g, "kept_before": before, "kept_after": after,
-                 "error_increase": self.qr[g].relative_error(after) - self.qr[g].relative_error(before),
-                 "flops_removed": removed / self.dense_flops}
-                for i, (g, before, after, removed) in enumerate(self._path)]
-        return pd.DataFrame(rows, columns=["step", "group", "kept_before", "kept_after", "error_increase",
-                                           "flops_removed"])
+        columns = ["step", "group", "kept_before", "kept_after", "level", "params_proxy", "score", "flops_removed"]
+        return pd.DataFrame([{k: s[k] for k in columns} for s in self._steps], columns=columns)
+
+    def _flops_plan(self, ratio: float) -> Plan:
+        target = ratio * self.dense_flops
+        self._extend_path(target)
+        removed = [st["removed"] for st in self._states]
+        i = int(np.searchsorted(removed, target - 1e-9 * self.dense_flops))
+        reached = i < len(self._states)
+        if not reached:
+            state = self._states[-1]
+        elif i == 0:
+            state = self._states[0]
+        else:
+            step, before = self._steps[i - 1], self._states[i - 1]
+            unit = next(u for u in self.units if u.group == step["group"])
+            for k in range(step["kept_before"] - 1, step["kept_after"] - 1, -1):  # trim the last cut
+                counts = {g: len(a) for g, a in before["alive"].items()}
+                if self.dense_flops - self.flops({**counts, unit.group: k}) >= target - 1e-9 * self.dense_flops:
+                    break
+            state = self._cut(before, unit, step["qr"], k)
+        plan = self._state_plan(state, ratio)
+        kept = {g: len(a) for g, a in state["alive"].items()}
+        plan.details.update({"mode": self.mode, "correction": self.correction, "target_flops_removed": ratio,
+                             "target_reached": reached, "steps": max(i, 0) if reached else len(self._steps),
+                             "kept": kept, "channels": {u.group: u.size for u in self.units},
+                             "flops_fraction": self.flops(kept) / self.dense_flops if self.dense_flops else 1.0})
+        return plan
 
     # ----- per ratio ---------------------------------------------------------------------------------------------
     def _plan(self, ratio: float) -> Plan:
@@ -206,9 +308,7 @@ class InterpolativePruning(Method):
             kept, tol = self._kept_for_removed(round(ratio * sum(u.size for u in self.units)))
             details["tolerance"] = tol
         else:
-            kept, reached = self._kept_for_flops(ratio * self.dense_flops)
-            details["target_flops_removed"] = ratio
-            details["target_reached"] = reached
+            return self._flops_plan(ratio)
         return self._build(kept, ratio, details)
 
     def _kept_for_removed(self, n: int) -> tuple[dict[str, int], float]:
@@ -218,22 +318,6 @@ class InterpolativePruning(Method):
             kept[g] -= 1
         tolerance = float(self._tol_values[n - 1]) if n > 0 else 0.0
         return kept, tolerance
-
-    def _kept_for_flops(self, target: float) -> tuple[dict[str, int], bool]:
-        kept = {u.group: u.size for u in self.units}
-        if target <= 0:
-            return kept, True
-        removed = [step[3] for step in self._path]
-        i = int(np.searchsorted(removed, target - 1e-9 * self.dense_flops))
-        if i >= len(self._path):
-            return (dict(self._path_kept[-1]) if self._path else kept), False
-        g, before, after, _ = self._path[i]
-        kept = dict(self._path_kept[i - 1]) if i > 0 else kept
-        for new_k in range(before - 1, after - 1, -1):  # trim the last cut to the fewest channels that reach it
-            kept[g] = new_k
-            if self.dense_flops - self.flops(kept) >= target - 1e-9 * self.dense_flops:
-                break
-        return kept, True
 
     def plan_for_tolerance(self, tolerance: float) -> Plan:
         """Per unit, keep the smallest k with |R_{k+1,k+1}| / |R_11| <= ``tolerance`` (at least 1); paper §3.
@@ -342,9 +426,11 @@ SPECS = [
                paper=PAPER, needs=UNIT_NEEDS,
                exempt={"kept-fraction": "one tolerance for all units: each unit keeps what the tolerance allows, "
                                          "only the total follows the ratio"}),
-    MethodSpec("id-flops", "ID, greedy FLOPs allocation (structured)", "structured", InterpolativePruning,
-               {"mode": "flops"}, "Interpolative decomposition; cuts the unit whose ID error grows least per FLOP "
-               "saved until ratio x dense FLOPs are removed (ratio = FLOPs removed).",
+    MethodSpec("id-flops", "ID, the authors' greedy FLOPs allocation (IDiter, structured)", "structured",
+               InterpolativePruning, {"mode": "flops"},
+               "Interpolative decomposition with the authors' IDiter rule: each step cuts 5% of the unit whose "
+               "dropped pivot level |R_kk / R_11| per 0.1 x (its two layers' parameters) is smallest, recomputing "
+               "Z on the pruned model, until ratio x dense FLOPs are removed (ratio = FLOPs removed).",
                paper=PAPER, needs=UNIT_NEEDS,
                exempt={"kept-fraction": "ratio is the fraction of FLOPs removed, allocated greedily across units"}),
 ]
