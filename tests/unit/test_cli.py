@@ -109,21 +109,41 @@ def test_cuda_requested_without_a_gpu(tmp_path, capsys):
     assert "CUDA is not available" in capsys.readouterr().err
 
 
-def test_check_prints_the_paper_check_table_and_writes_json(tmp_path, capsys):
+def test_check_prints_claims_self_tests_and_descriptions_apart_and_writes_json(tmp_path, capsys):
     out = tmp_path / "checks.json"
     assert main(["check", "--checks", "id", "--models", "digits-mlp", "--quick", "--device", "cpu",
                  "--json", str(out)]) == 0
-    printed = capsys.readouterr().out
-    assert "| model" in printed and "| agrees" in printed and "digits-mlp" in printed
+    captured = capsys.readouterr()
+    printed = captured.out
+    assert printed.index("Paper claims:") < printed.index("Self-tests") < printed.index("Descriptions")
+    assert "| agrees" in printed and "| holds" in printed and "digits-mlp" in printed
+    assert "checking id on digits-mlp (quick)" in captured.err and "s]" in captured.err  # progress, timed
     import json
 
     saved = json.loads(out.read_text())
-    assert saved["quick"] is True and saved["timings"][0]["check"] == "id"
-    assert len(saved["results"]) == 3 and all(r["model"] == "digits-mlp" for r in saved["results"])
-    # the printed verdicts are the saved ones
-    verdicts = ["yes" if r["agrees"] else "no" if r["agrees"] is False else "undecided" for r in saved["results"]]
-    rows = [line for line in printed.splitlines() if line.startswith("| digits-mlp")]
+    assert saved["quick"] is True and saved["long"] is False and saved["timings"][0]["check"] == "id"
+    kinds = [r["kind"] for r in saved["results"]]
+    assert kinds == ["claim", "claim", "self-test", "description"]
+    assert all(r["model"] == "digits-mlp" for r in saved["results"])
+    # the printed claim verdicts are the saved ones, and the counts count claims and self-tests apart
+    claims = [r for r in saved["results"] if r["kind"] == "claim"]
+    verdicts = ["yes" if r["agrees"] else "no" if r["agrees"] is False else "undecided" for r in claims]
+    section = printed[printed.index("Paper claims:"):printed.index("Self-tests")]
+    rows = [line for line in section.splitlines() if line.startswith("| digits-mlp")]
     assert [row.rstrip(" |").rsplit("|", 1)[1].strip() for row in rows] == verdicts
+    yes = verdicts.count("yes")
+    assert f"claims: {yes} agree, {verdicts.count('no')} disagree" in printed and "self-tests: all 1 pass" in printed
+
+
+def test_check_long_reaches_only_checks_that_have_a_long_version(capsys):
+    from pruning_core.checks import CHECKS
+
+    assert CHECKS["sap"].long and "min" in CHECKS["sap"].long and not CHECKS["id"].long
+    # id's run takes no ``long``: run_check must not pass it
+    assert main(["check", "--checks", "id", "--models", "digits-mlp", "--long", "--device", "cpu"]) == 0
+    assert "checking id on digits-mlp (long)" in capsys.readouterr().err
+    assert main(["check", "--quick", "--long"]) == 2
+    assert "exclude each other" in capsys.readouterr().err
 
 
 def test_check_rejects_unknown_checks_and_models(capsys):
