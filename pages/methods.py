@@ -20,17 +20,31 @@ def verdict_icon(agrees) -> str:
     return {True: ":green[**yes**]", False: ":red[**no**]"}.get(agrees, ":gray[undecided]")
 
 
-def verdict_table(results: list[checks.CheckResult]) -> str:
-    """Claims as a markdown table (it wraps long text, unlike a dataframe cell)."""
+HEADS = {"claim": ("| agrees | claim (paper) | our run |", "|---|---|---|"),
+         "self-test": ("| holds | identity (our code) | our run |", "|---|---|---|"),
+         "description": ("| what | our run |", "|---|---|")}
+TITLES = {"self-test": "**Self-tests**: identities that hold whenever our code is right; they are not evidence "
+                       "for or against the paper.",
+          "description": "**Descriptions**: numbers worth reading that decide nothing."}
+
+
+def verdict_table(results: list[checks.CheckResult], kind: str = "claim") -> str:
+    """One kind of result as a markdown table (it wraps long text, unlike a dataframe cell)."""
     def cell(text: str) -> str:
         return text.replace("|", "\\|").replace("\n", " ")
 
-    rows = ["| agrees | claim (paper) | our run |", "|---|---|---|"]
-    rows += [f"| {verdict_icon(r.agrees)} | {cell(r.claim)} | {cell(r.figure)} |" for r in results]
+    def what(r) -> str:  # a model-free result (the synthetic experiment) says so
+        return cell(r.claim) + (" (synthetic, no model)" if r.model == "synthetic" else "")
+
+    rows = list(HEADS[kind])
+    if kind == "description":
+        rows += [f"| {what(r)} | {cell(r.figure)} |" for r in results]
+    else:
+        rows += [f"| {verdict_icon(r.agrees)} | {what(r)} | {cell(r.figure)} |" for r in results]
     return "\n".join(rows)
 
 
-def run(key: str, quick: bool) -> None:
+def run(key: str, quick: bool, long: bool = False) -> None:
     """Run one check with a progress bar; the outcome (report or error) is remembered per model, so a check
     that cannot run on this model is not retried on every rerun."""
     bar = st.progress(0.0, text=f"Running the {checks.CHECKS[key].title} check…")
@@ -38,9 +52,9 @@ def run(key: str, quick: bool) -> None:
     def progress(fraction: float, text: str) -> None:
         bar.progress(min(max(float(fraction), 0.0), 1.0), text=text)
 
-    entry = {"report": None, "quick": quick, "error": None}
+    entry = {"report": None, "quick": quick, "long": long, "error": None}
     try:
-        entry["report"] = checks.run_check(key, wb, quick=quick, progress=progress)
+        entry["report"] = checks.run_check(key, wb, quick=quick, progress=progress, long=long)
     except Exception as e:  # a model without two-layer units, a failing library: say so, keep the page working
         entry["error"] = e
     finally:
@@ -51,24 +65,28 @@ def run(key: str, quick: bool) -> None:
 def draw(check: checks.Check, report: checks.CheckReport) -> None:
     """The check's figures, row by row, side by side within a row."""
     for row in check.figures(report, dense_accuracy=wb.dense_metrics().accuracy):
+        if not row:
+            continue
         places = st.columns(len(row)) if len(row) > 1 else [st]
-        for place, (name, figure) in zip(places, row.items()):
+        for place, (name, figure) in zip(places, row.items(), strict=True):
             place.plotly_chart(figure, key=f"{check.key}_{name}")
 
 
 tabs = st.tabs([check.title for check in checks.CHECKS.values()])
-for tab, (key, check) in zip(tabs, checks.CHECKS.items()):
+for tab, (key, check) in zip(tabs, checks.CHECKS.items(), strict=True):
     with tab:
         st.markdown(check.about)
         entry = store.get((ss["wb_key"], key))
         c1, c2 = st.columns([1, 3])
         quick = c2.toggle("Quick version (fewer points; what the tests run)", **ui.keep(f"check_quick_{key}", True))
+        long = bool(check.long) and c2.toggle(f"Long version: {check.long}", **ui.keep(f"check_long_{key}", False))
+        quick = quick and not long
         if entry is None and check.auto:
             run(key, quick)
             entry = store[(ss["wb_key"], key)]
         if c1.button("Run the check" if entry is None else "Run it again", key=f"run_check_{key}",
                      type="primary" if entry is None else "secondary"):
-            run(key, quick)
+            run(key, quick, long)
             entry = store[(ss["wb_key"], key)]
         if entry is None:
             st.info("Not run yet on this model.")
@@ -77,8 +95,16 @@ for tab, (key, check) in zip(tabs, checks.CHECKS.items()):
             ui.show_error(entry["error"], "The check could not run on this model")
             continue
         report = entry["report"]
-        st.markdown(verdict_table(report.results))
-        st.caption(f"{'Quick' if entry['quick'] else 'Full'} check, {report.seconds:.1f} s on {wb.device}. "
+        claims = [r for r in report.results if r.kind == "claim"]
+        st.markdown(verdict_table(claims) if claims else "No paper claim was judged.")
+        st.caption(checks.summary(report.results))
+        for kind in ("self-test", "description"):
+            part = [r for r in report.results if r.kind == kind]
+            if part:
+                st.markdown(TITLES[kind])
+                st.markdown(verdict_table(part, kind))
+        version = "Long" if entry.get("long") else "Quick" if entry["quick"] else "Full"
+        st.caption(f"{version} check, {report.seconds:.1f} s on {wb.device}. "
                    + " ".join(report.notes) + (" The run was stopped before the end." if not report.complete
                                                 else ""))
         draw(check, report)

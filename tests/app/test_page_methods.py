@@ -13,7 +13,8 @@ def test_fast_checks_run_on_first_view_with_their_plots(app, figures):
     at = app.switch_page("pages/methods.py").run()
     assert not at.exception and not at.error
     figs = figures(at)
-    assert {"id_accuracy", "id_rank_decay", "ispasp_synthetic", "ispasp_residual", "ispasp_accuracy"} <= set(figs)
+    assert {"id_accuracy", "id_rank_decay", "ispasp_synthetic", "ispasp_residual", "ispasp_accuracy",
+            "ispasp_accuracy_untuned"} <= set(figs)
     # ID's accuracy plot: one line each for ID, the same channels without T, and magnitude
     assert len(figs["id_accuracy"]["data"]) >= 3
     assert figs["id_rank_decay"]["layout"]["yaxis"]["type"] == "log"
@@ -22,8 +23,16 @@ def test_fast_checks_run_on_first_view_with_their_plots(app, figures):
     for table in tables:
         rows = table.splitlines()[2:]
         verdicts = {r.split("|")[1].strip() for r in rows}
-        assert len(rows) >= 3 and verdicts <= {":green[**yes**]", ":red[**no**]", ":gray[undecided]"}
-    assert "Sparser hidden representations" in tables[1]
+        assert len(rows) == 2 and verdicts <= {":green[**yes**]", ":red[**no**]", ":gray[undecided]"}
+    assert "Sparser hidden representations" in tables[1] and "(synthetic, no model)" in tables[1]
+    # self-tests and descriptions have tables of their own, never among the claims; the counts keep them apart
+    identities = [m.value for m in at.markdown if m.value.startswith("| holds | identity (our code) |")]
+    described = [m.value for m in at.markdown if m.value.startswith("| what | our run |")]
+    assert len(identities) == 2 and len(described) == 2
+    assert "exact when k equals the rank" in identities[0] and "activation magnitude" in identities[1]
+    assert "fine-tuning" in described[1] and "IDiter" in described[0]
+    counts = [c.value for c in at.caption if c.value.startswith("claims: ")]
+    assert len(counts) == 2 and all("self-tests: all 1 pass" in c for c in counts)
     # the results stay on a rerun without recomputation
     reports = {k: v["report"] for k, v in at.session_state["checks"].items()}
     at.run()
