@@ -17,6 +17,7 @@ from pruning_core.experiments.two_layer import decay_summary, synthetic_experime
 from pruning_core.methods.ispasp import ISpaSP
 from pruning_core.methods.units import ActivationMagnitude, RandomUnits
 from pruning_core.structure import capture_inputs, kept_count, layer_two
+from pruning_core.structure.units import hidden_representation
 
 DEMO = ("digits-mlp", "digits-cnn", "digits-resnet")
 
@@ -239,12 +240,20 @@ def test_plans_on_demo_models(name, schedule, demo_workbenches):
                 masked = masked_model(wb.eval_x)
         assert torch.allclose(sliced, masked, atol=1e-4, rtol=1e-4)
         modules, dense = dict(small.named_modules()), dict(wb.model.named_modules())
-        for u in wb.units:
-            keep = torch.ones(u.size, dtype=torch.bool)
-            keep[plan.pruned_channels[u.group]] = False
-            for bn in u.norms:  # running statistics copied by index
-                assert torch.equal(modules[bn].running_mean, dense[bn].running_mean[keep])
-                assert torch.equal(modules[bn].running_var, dense[bn].running_var[keep])
+        if schedule == "dense":  # the dense weights of S, running statistics copied by index
+            assert not plan.corrections
+            for u in wb.units:
+                keep = torch.ones(u.size, dtype=torch.bool)
+                keep[plan.pruned_channels[u.group]] = False
+                for bn in u.norms:
+                    assert torch.equal(modules[bn].running_mean, dense[bn].running_mean[keep])
+                    assert torch.equal(modules[bn].running_var, dense[bn].running_var[keep])
+        else:  # fine-tuned: every weight and BatchNorm statistic travels as a correction, pruned rows stay zero
+            assert plan.corrections and all(v.isfinite().all() for v in plan.corrections.values())
+            with wb.applied(plan) as model:
+                params = dict(model.named_parameters())
+                for u in wb.units:
+                    assert params[f"{u.producer}.weight"][plan.pruned_channels[u.group]].abs().max() == 0
     after = wb.model.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)
 
@@ -288,7 +297,7 @@ def test_selection_beats_random_on_the_unit_objective(demo_workbenches):
 def test_resnet_run_is_fast(demo_workbenches):
     wb = demo_workbenches["digits-resnet"]
     start = time.perf_counter()
-    plan = ISpaSP(iterations=20).prepare(wb).plan(0.7)
+    plan = ISpaSP(iterations=20, schedule="dense").prepare(wb).plan(0.7)
     assert time.perf_counter() - start < 5.0
     assert len(plan.details["residuals"]) == 3
 
@@ -307,23 +316,109 @@ def test_synthetic_residual_decays_faster_for_sparser_hidden_representations():
     assert np.allclose(start.relative, 1.0) and (frame.residual >= 0).all()
 
 
+def test_sequential_schedule_chooses_each_unit_on_the_pruned_network(demo_workbenches):
+    """Without fine-tuning epochs the sequential schedule is the code's order: unit 1 as on the dense network,
+    unit 2 on the network whose unit 1 is pruned (an independent capture and selection)."""
+    from pruning_core.plan import Plan
+
+    wb = demo_workbenches["digits-cnn"]
+    ratio = 0.75
+    plan = ISpaSP(schedule="sequential", block_epochs=0, final_epochs=0).prepare(wb).plan(ratio)
+    dense = ISpaSP(schedule="dense").prepare(wb).plan(ratio)
+    first, second = wb.units[0], wb.units[1]
+    assert torch.equal(plan.pruned_channels[first.group], dense.pruned_channels[first.group])
+    partial = Plan("x", ratio, "structured", pruned_channels={first.group: plan.pruned_channels[first.group]})
+    with wb.applied(partial) as model:
+        hidden, positions = hidden_representation(second, capture_inputs(model, [second.consumer],
+                                                                          wb.calib_x)[second.consumer])
+        sel = ispasp_select(hidden, layer_two(model, second), kept_count(second.size, ratio), positions=positions,
+                            affine=True)
+    keep = torch.zeros(second.size, dtype=torch.bool)
+    keep[sel.kept] = True
+    assert torch.equal(plan.pruned_channels[second.group], (~keep).nonzero().squeeze(1))
+
+
+def test_the_identical_pipeline_fine_tunes_every_method_and_ratio_zero_changes_nothing(demo_workbenches):
+    wb = demo_workbenches["digits-cnn"]
+    pipeline = {"schedule": "sequential", "block_epochs": 1, "final_epochs": 1}
+    untuned = RandomUnits(seed=0).prepare(wb).plan(0.8)
+    tuned = RandomUnits(seed=0, **pipeline).prepare(wb)
+    plan = tuned.plan(0.8)
+    # the same random channels (a ranked method's choice does not depend on the network), now fine-tuned
+    assert all(torch.equal(plan.pruned_channels[g], untuned.pruned_channels[g]) for g in untuned.pruned_channels)
+    assert wb.evaluate_plan(plan).accuracy > wb.evaluate_plan(untuned).accuracy + 0.05
+    assert not tuned.plan(0.0).corrections and not tuned.plan(0.0).pruned_channels
+    act = ActivationMagnitude(**pipeline).prepare(wb)
+    assert act.config()["schedule"] == "sequential" and act.plan(0.8).corrections
+
+
+def test_the_model_claim_can_fail():
+    """The accuracy verdict says no when i-SpaSP is no better than random (a wrong implementation would be
+    random), and yes when it is clearly ahead."""
+    import pandas as pd
+
+    from pruning_core.checks.ispasp import accuracy_verdict
+
+    def frame(isp: list[float]) -> pd.DataFrame:
+        rows = [{"method": "random-units", "seed": s, "ratio": r, "accuracy": a + 0.01 * s}
+                for s in range(3) for r, a in zip((0.6, 0.9), (0.9, 0.6), strict=True)]
+        rows += [{"method": m, "seed": 0, "ratio": r, "accuracy": a} for m in ("ispasp", "activation-magnitude")
+                 for r, a in zip((0.6, 0.9), isp, strict=True)]
+        return pd.DataFrame(rows)
+
+    assert accuracy_verdict(frame([0.91, 0.61])).agrees is False  # level with random's mean
+    assert accuracy_verdict(frame([0.95, 0.75])).agrees is True
+
+
+def test_the_synthetic_claim_fails_for_random_selection():
+    """Random selection also decays faster for smaller p (the units' magnitudes follow the power law), so the
+    claim compares with random: a selection that is random (its residual the baseline's) fails."""
+    from pruning_core.checks.base import CheckReport
+    from pruning_core.checks.ispasp import synthetic, synthetic_verdict
+
+    frame = synthetic(quick=True)
+    assert synthetic_verdict(frame, CheckReport("ispasp")).agrees is True
+    fake = frame.assign(residual=frame.random_residual, relative=frame.random_relative)
+    assert synthetic_verdict(fake, CheckReport("ispasp")).agrees is False
+
+
+def test_the_activation_identity_self_test_fails_for_another_selection(demo_workbenches):
+    from pruning_core.checks.ispasp import identity_result
+
+    wb = demo_workbenches["digits-mlp"]
+    isp, act = ISpaSP(schedule="dense").prepare(wb), ActivationMagnitude().prepare(wb)
+    good = identity_result(isp, act)
+    assert good.kind == "self-test" and good.agrees is True
+    wrong = RandomUnits(seed=0).prepare(wb)
+    wrong.units = isp.units
+    assert identity_result(wrong, act).agrees is False
+
+
 def test_paper_check_on_the_cnn_and_its_figures(demo_workbenches):
+    from pruning_core.checks.ispasp import figures
+
     wb = demo_workbenches["digits-cnn"]
     report = paper_check(wb, quick=True)
-    assert report.complete and set(report.frames) >= {"synthetic", "residual", "accuracy", "unit_residual"}
-    assert report.results[0].agrees is True  # the synthetic reproduction
-    assert all(isinstance(r.agrees, bool) for r in report.results)
+    assert report.complete and set(report.frames) >= {"synthetic", "residual", "accuracy", "accuracy_untuned"}
+    assert [r.kind for r in report.results] == ["claim", "claim", "self-test", "description", "description"]
+    assert report.results[0].agrees is True and report.results[0].model == "synthetic"
+    assert isinstance(report.results[1].agrees, bool) and report.results[2].agrees is True
+    assert all(r.agrees is None for r in report.results[3:])
     acc = report.frames["accuracy"]
     assert set(acc.method) == {"ispasp", "random-units", "activation-magnitude"}
+    assert acc[acc.method == "random-units"].seed.nunique() == 3 and set(acc.ratio) == {0.7, 0.9}
     assert acc.groupby(["ratio", "method"]).kept_fraction.nunique().eq(1).all()
     assert len(synthetic_residual(report.frames["synthetic"]).data) == 8  # 2 widths x 4 values of p
-    fig = residual_by_iteration(report.frames["residual"], ratio=0.8)
+    fig = residual_by_iteration(report.frames["residual"], ratio=0.9)
     assert len(fig.data) == len(wb.units) and fig.layout.yaxis.type == "log"
     assert len(accuracy_by_ratio(acc, wb.dense_metrics().accuracy).data) == 3
-    plan = ISpaSP().prepare(wb).plan(0.8)
+    rows = figures(report, wb.dense_metrics().accuracy)
+    assert set(rows[0]) == {"synthetic"} and set(rows[1]) == {"residual", "accuracy", "accuracy_untuned"}
+    assert len(rows[0]["synthetic"].data) == 16  # i-SpaSP and random, 2 widths x 4 values of p
+    plan = ISpaSP(schedule="dense").prepare(wb).plan(0.8)
     assert len(residual_frame(plan)) == len(wb.units) * 21
 
 
 def test_paper_check_stops_when_asked(demo_workbenches):
     report = paper_check(demo_workbenches["digits-mlp"], quick=True, should_stop=lambda: True)
-    assert not report.complete and all(r.agrees is None for r in report.results)
+    assert not report.complete and [r.model for r in report.results] == ["synthetic"]  # nothing on the model
