@@ -11,6 +11,7 @@ from .style import (
     AXIS_TITLES,
     LEGEND_BELOW,
     LIGHT_TEMPLATE,
+    PALETTE,
     PERCENT,
     SHORT_TITLES,
     light_layout,
@@ -18,16 +19,20 @@ from .style import (
     ratio_label,
 )
 
+REFERENCE_COLOR = PALETTE[2]  # a ratio_reference line (the predicted limit: charts.limit draws it in this colour)
+
 
 def metric_curves(points: pd.DataFrame, x: str = "ratio", y: str = "accuracy",
-                  selected_ratio: float | None = None, dense_value: float | None = None) -> go.Figure:
+                  selected_ratio: float | None = None, dense_value: float | None = None,
+                  ratio_reference: tuple[float, str] | None = None) -> go.Figure:
     """One line per method of ``y`` against ``x`` (columns of ``SweepResult.points``).
 
     The points evaluated at ``selected_ratio`` are drawn larger and outlined, and the chart names that ratio:
     when ``x`` is the ratio, on a vertical marker drawn there; otherwise in its top corner. ``dense_value``
-    adds a dashed reference line (e.g. dense accuracy).
+    adds a dashed reference line (e.g. dense accuracy). ``ratio_reference`` (x, label): a labelled vertical
+    line at that ratio when ``x`` is the ratio (e.g. the predicted limit of ``charts.limit.limit_reference``).
     """
-    panel = curve_panel(points, x, y, selected_ratio, dense_value)
+    panel = curve_panel(points, x, y, selected_ratio, dense_value, ratio_reference=ratio_reference)
     layout = light_layout(panel_title(x, y), 420, {"l": 75, "r": 20, "t": 50, "b": 105}, panel["xaxis"],
                           panel["yaxis"], shapes=panel["shapes"], annotations=panel["annotations"])
     return go.Figure(data=panel["traces"], layout=layout)
@@ -38,9 +43,11 @@ def panel_title(x: str, y: str) -> str:
 
 
 def curve_panel(points: pd.DataFrame, x: str, y: str, selected_ratio: float | None = None,
-                dense_value: float | None = None, axis: int = 1, showlegend: bool = True) -> dict:
+                dense_value: float | None = None, axis: int = 1, showlegend: bool = True,
+                ratio_reference: tuple[float, str] | None = None) -> dict:
     """The traces, shapes, annotations and axes of one ``metric_curves`` chart as plain dicts, drawn on the
-    figure's axis pair number ``axis`` (1: ``x``/``y``, 2: ``x2``/``y2``, ...)."""
+    figure's axis pair number ``axis`` (1: ``x``/``y``, 2: ``x2``/``y2``, ...). ``ratio_reference`` (x, label):
+    one more labelled vertical line, on panels whose x is the ratio."""
     xref, yref = ("x", "y") if axis == 1 else (f"x{axis}", f"y{axis}")
     traces = []
     for method, df in points.groupby("method", sort=False):
@@ -75,6 +82,13 @@ def curve_panel(points: pd.DataFrame, x: str, y: str, selected_ratio: float | No
         annotations.append({"text": f"ringed: {ratio_label(selected_ratio)}", "showarrow": False,
                             "xref": f"{xref} domain", "x": 1, "xanchor": "right", "yref": f"{yref} domain",
                             "y": 1, "yanchor": "bottom"})
+    if ratio_reference is not None and x == "ratio":
+        at, text = float(ratio_reference[0]), str(ratio_reference[1])
+        shapes.append({"type": "line", "xref": xref, "x0": at, "x1": at, "yref": f"{yref} domain", "y0": 0,
+                       "y1": 1, "line": {"color": REFERENCE_COLOR, "dash": "dashdot", "width": 2}})
+        annotations.append({"text": text, "showarrow": False, "xref": xref, "x": at, "xanchor": "right",
+                            "yref": f"{yref} domain", "y": 0, "yanchor": "bottom", "textangle": -90,
+                            "font": {"color": REFERENCE_COLOR, "size": 11}})
 
     def axis_spec(column: str) -> dict:
         spec = {"title": {"text": AXIS_TITLES.get(column, column)}}
@@ -94,9 +108,11 @@ PANEL_HEIGHT, PANEL_GAP, PANELS_TOP, PANELS_BOTTOM = 280, 130, 60, 105
 
 
 def metric_panels(points: pd.DataFrame, panels: list[tuple[str, str]], selected_ratio: float | None = None,
-                  references: dict[str, float] | None = None) -> go.Figure:
+                  references: dict[str, float] | None = None,
+                  ratio_reference: tuple[float, str] | None = None) -> go.Figure:
     """Several ``metric_curves`` charts as panels of one figure, two a row: ``panels`` lists their (x, y)
-    columns; ``references`` maps a y column to its dense value, drawn dashed on every panel of that y.
+    columns; ``references`` maps a y column to its dense value, drawn dashed on every panel of that y;
+    ``ratio_reference`` (x, label) a labelled vertical line on every panel against the ratio.
 
     Each panel shows what its own ``metric_curves`` chart would, and the panels share one legend (a method
     hidden there disappears from all of them). One figure because the browser draws a changed chart anew:
@@ -109,7 +125,8 @@ def metric_panels(points: pd.DataFrame, panels: list[tuple[str, str]], selected_
     traces, shapes, annotations, layout = [], [], [], {}
     for i, (x, y) in enumerate(panels):
         n, row, col = i + 1, i // 2, i % 2
-        panel = curve_panel(points, x, y, selected_ratio, references.get(y), axis=n, showlegend=i == 0)
+        panel = curve_panel(points, x, y, selected_ratio, references.get(y), axis=n, showlegend=i == 0,
+                            ratio_reference=ratio_reference)
         top = 1 - row * (PANEL_HEIGHT + PANEL_GAP) / area
         suffix = "" if n == 1 else str(n)
         layout[f"xaxis{suffix}"] = {**panel["xaxis"], "domain": [0.0, 0.44] if col == 0 else [0.56, 1.0],
