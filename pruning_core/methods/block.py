@@ -15,8 +15,9 @@ paper's rule) are not pruned, so the realised sparsity of all prunable weights i
   (``experiments.seqattn.run_block_sparsification``: schedule, then fine-tune) on a copy of the model and returns the
   trained model as masks plus corrections (every tensor training changed: weights, biases, BatchNorm parameters and
   running statistics), cached per ratio in the instance. Ratio 0 prunes nothing and so trains nothing: the plan is
-  the identity. Small default budget (12 epochs of schedule + 3 of fine-tune, Adam lr 1e-3): a plan on the digits
-  MLP in about 1 s, the CNN 3 s, the residual CNN 5 s on one CPU thread; the check and the experiment use longer runs.
+  the identity. Small default budget (6 epochs of schedule + 2 of fine-tune, Adam lr 1e-3): a plan on the digits
+  MLP in about 0.5 s, the CNN 1.5 s, the residual CNN 2.5 s on one CPU thread (two threads on a busy 2-core machine
+  can be ten times slower); the check and the experiment use longer runs (20 + 5 epochs).
 """
 
 from __future__ import annotations
@@ -46,7 +47,9 @@ KEPT_FRACTION = ("block granularity: each pruned layer removes round(ratio x its
                  "the paper; the realised sparsity is in the plan's details")
 
 
-def _layers(wb: Workbench, block: int, min_blocks: int) -> tuple[dict, dict]:
+def pruned_layers(wb: Workbench, block: int = DEFAULT_BLOCK, min_blocks: int = MIN_BLOCKS) -> tuple[dict, dict]:
+    """``algorithms.block_sparsity.block_layers`` on ``wb``'s prunable weights: (name -> block grid of the layers
+    that are pruned, name -> why a layer is not). Raises PlanError, saying why, when no layer can be pruned."""
     try:
         grids, skipped = block_layers({k: tuple(p.shape) for k, p in wb.prunable.items()}, block, min_blocks)
     except BlockError as e:
@@ -73,7 +76,7 @@ class BlockMagnitude(Method):
         return {"block": self.block, "min_blocks": self.min_blocks, "seed": self.seed}
 
     def _prepare(self, wb: Workbench) -> None:
-        grids, self._skipped = _layers(wb, self.block, self.min_blocks)
+        grids, self._skipped = pruned_layers(wb, self.block, self.min_blocks)
         prunable = wb.prunable
         try:
             self._norms = {k: block_norms(prunable[k].detach().cpu(), self.block) for k in grids}
@@ -92,13 +95,13 @@ class BlockMagnitude(Method):
 class TrainedBlockSparsity(Method):
     """SA++ (``procedure="seqattn"``) or ACDC with block magnitude support (``"acdc"``), trained at each ratio by
     ``experiments.seqattn.run_block_sparsification`` (see there for the phases); the plan holds the trained model
-    as masks + corrections. Settings: block 4, min_blocks 100, epochs 12, finetune_epochs 3, lr 1e-3, cycles 3,
+    as masks + corrections. Settings: block 4, min_blocks 100, epochs 6, finetune_epochs 2, lr 1e-3, cycles 3,
     c 4; ``seed`` orders the batches."""
 
     granularity = "unstructured"
 
     def __init__(self, procedure: str = "seqattn", block: int = DEFAULT_BLOCK, min_blocks: int = MIN_BLOCKS,
-                 epochs: int = 12, finetune_epochs: int = 3, lr: float = 1e-3, cycles: int = 3,
+                 epochs: int = 6, finetune_epochs: int = 2, lr: float = 1e-3, cycles: int = 3,
                  c: float = SCHEDULE_C, seed: int = 0):
         super().__init__(seed)
         if procedure not in ("seqattn", "acdc"):
@@ -113,7 +116,7 @@ class TrainedBlockSparsity(Method):
                 "c": self.c, "seed": self.seed}
 
     def _prepare(self, wb: Workbench) -> None:
-        _, self._skipped = _layers(wb, self.block, self.min_blocks)
+        _, self._skipped = pruned_layers(wb, self.block, self.min_blocks)
         self._plans = {}
 
     def _plan(self, ratio: float) -> Plan:
@@ -148,7 +151,7 @@ class TrainedBlockSparsity(Method):
 
 def _requires_blocks(wb: Workbench) -> str | None:
     try:
-        _layers(wb, DEFAULT_BLOCK, MIN_BLOCKS)
+        pruned_layers(wb, DEFAULT_BLOCK, MIN_BLOCKS)
     except PlanError as e:
         return str(e)
     return None
@@ -166,16 +169,16 @@ SPECS = [
                TrainedBlockSparsity, {"procedure": "seqattn", "block": DEFAULT_BLOCK, "min_blocks": MIN_BLOCKS},
                "Trains with one softmax attention logit per block (A = N softmax(L) scales W): dense, then "
                "sparsify (exponential schedule, c = 4, lowest A first) / sparse / dense cycles, then a fine-tune of "
-               "the folded weights; every plan trains (12 + 3 epochs)." + _NOTE,
+               "the folded weights; every plan trains (6 + 2 epochs)." + _NOTE,
                paper=PAPER, needs=("weights", "training"), requires=_requires_blocks,
                exempt={"kept-fraction": KEPT_FRACTION}, short_label="SA++"),
     MethodSpec("acdc", "ACDC, 4x4 blocks by magnitude (trains)", "unstructured", TrainedBlockSparsity,
                {"procedure": "acdc", "block": DEFAULT_BLOCK, "min_blocks": MIN_BLOCKS},
                "Trains alternating dense and sparse phases, the sparse support the top blocks by L2 norm at each "
-               "sparse phase's start, then a fine-tune; every plan trains (12 + 3 epochs). The baseline of "
+               "sparse phase's start, then a fine-tune; every plan trains (6 + 2 epochs). The baseline of "
                "SequentialAttention++." + _NOTE,
                paper=PAPER, needs=("weights", "training"), requires=_requires_blocks,
                exempt={"kept-fraction": KEPT_FRACTION}, short_label="ACDC"),
 ]
 
-__all__ = ["DEFAULT_BLOCK", "SPECS", "BlockMagnitude", "TrainedBlockSparsity"]
+__all__ = ["DEFAULT_BLOCK", "SPECS", "BlockMagnitude", "TrainedBlockSparsity", "pruned_layers"]
