@@ -8,6 +8,7 @@ No tensor math here: every number comes from ``pruning_core``.
   uploads     files the browser refuses, watched and named
   plans       which methods the model can use, prepared once, and the plan choice
   runners     long jobs with progress that keep what finished (the live sweep)
+  limit       the predicted limit of pruning (Zhang et al.): settings, an estimate per model, its summary
   sidebar     the shared sidebar
   formatting  numbers, names from the person's machine, errors
 """
@@ -17,6 +18,7 @@ from pruning_core.loading import ModelLoadError
 from pruning_core.models import ARCHITECTURES
 
 from .formatting import fmt_bytes, fmt_count, plain, show_error
+from .limit import limit_controls
 from .plans import available_methods, choice, method_label, plan_for, prepared, structured_note
 from .runners import run_sweep_live
 from .sidebar import render_sidebar
@@ -63,8 +65,8 @@ __all__ = [
     "REGISTRY", "DataError", "DataInfo", "DataSource", "ExplorerState", "ExportRecord", "ModelInfo", "ModelLoadError",
     "ModelSource", "RefusedUpload", "SweepRecord", "SweepSettings", "architecture_title", "available_methods",
     "bind", "builtin_model", "bundled_digits", "choice", "ensure_session", "fmt_bytes", "fmt_count",
-    "forget_refused", "has_state", "install_workbench", "keep", "method_label", "note_refused", "open_workbench",
-    "parse_ratios", "plain", "plan_for", "plan_picker", "prepared", "refused_upload", "render_sidebar",
-    "require_session", "run_sweep_live", "show_error", "state", "structured_note", "upload_limit_mb",
+    "forget_refused", "has_state", "install_workbench", "keep", "limit_controls", "method_label", "note_refused",
+    "open_workbench", "parse_ratios", "plain", "plan_for", "plan_picker", "prepared", "refused_upload",
+    "render_sidebar", "require_session", "run_sweep_live", "show_error", "state", "structured_note", "upload_limit_mb",
     "uploader_key", "watch_uploads", "workbench",
 ]

@@ -24,6 +24,7 @@ import streamlit as st
 from pruning_core import DataSplits, SweepResult, Workbench, make_method
 from pruning_core import session as engine_session
 from pruning_core.export import ExportBundle
+from pruning_core.limit import Curvature
 from pruning_core.loading import LoadedModel
 from pruning_core.methods import Method
 from pruning_core.sweep import SweepPoint
@@ -135,6 +136,8 @@ class ExplorerState:
     sweeps: dict[str, SweepRecord] = field(default_factory=dict)  # by workbench key
     choice: Choice = field(default_factory=Choice)
     export: ExportRecord | None = None
+    # the predicted limit's Hessian spectrum and trace, by (workbench key, probes, Lanczos steps)
+    limits: dict[tuple, Curvature] = field(default_factory=dict)
 
     @property
     def sweep(self) -> SweepRecord | None:

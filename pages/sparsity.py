@@ -8,6 +8,7 @@ import explorer_ui as ui
 from pruning_core import PlanError
 from pruning_core.algorithms.pq_index import SCOPES, check_pq, pqi_table
 from pruning_core.charts import sparsity as charts
+from pruning_core.charts.limit import add_predicted_limit
 from pruning_core.experiments.pqi_curve import plan_masks, pqi_magnitude_curve
 from pruning_core.experiments.sap import MODES, runs_frame, standard_runs
 
@@ -42,7 +43,7 @@ else:
     except PlanError as e:
         ui.show_error(e, "No plan to compare")
     cols = st.columns(len(globals_) + 1)
-    for col, (series, value) in zip(cols, globals_.items()):
+    for col, (series, value) in zip(cols, globals_.items(), strict=False):  # one more column: the SAP note
         col.metric(f"Global PQI, {series}", f"{value:.4f}")
     if (p, q) == (0.5, 1.0):
         cols[-1].metric("SAP round 1 would prune", f"{globals_['dense']:.1%}", help=(
@@ -56,7 +57,9 @@ else:
     if curve_key not in curves:
         with st.spinner("Pruning by global magnitude at 12 ratios…"):
             curves[curve_key] = pqi_magnitude_curve(wb, [i / 20 for i in range(0, 20, 2)] + [0.95, 0.98], p, q)
-    st.plotly_chart(charts.pqi_ratio_curves(curves[curve_key], dense_accuracy), key="pqi_ratio")
+    limit = ui.limit_controls()  # the predicted limit (Zhang et al.), drawn on the chart against the ratio
+    figure = charts.pqi_ratio_curves(curves[curve_key], dense_accuracy)
+    st.plotly_chart(add_predicted_limit(figure, limit.ratio) if limit else figure, key="pqi_ratio")
 
 st.subheader("SAP: sparsity-informed adaptive pruning")
 st.caption("Each round prunes within the scope, then retrains. Runs SAP(0.5,1), SAP(1,2) and the paper's "

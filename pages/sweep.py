@@ -8,6 +8,7 @@ import streamlit as st
 import explorer_ui as ui
 from pruning_core import PlanError, ratio_grid
 from pruning_core.charts import sweep as charts
+from pruning_core.charts.limit import limit_reference
 
 ui.require_session()
 st.title("Sweep")
@@ -41,6 +42,8 @@ if st.button("Run sweep", type="primary"):
         ui.run_sweep_live(chosen, ratios, structured)
     except PlanError as e:
         ui.show_error(e, "The sweep did not run")
+
+limit = ui.limit_controls()  # the predicted limit (Zhang et al.), drawn on the curves against the ratio
 
 
 def _select_ratio() -> None:
@@ -96,8 +99,9 @@ def results() -> None:
                 "so FLOPs kept is not measured; parameters kept is.")
     panels = [("ratio", "accuracy"), ("flops_fraction", "accuracy"), ("params_fraction", "accuracy"), ("ratio", extra)]
     panels = [p for p in panels if flops_known or p[0] != "flops_fraction"]
-    st.plotly_chart(record.figure(("curves", ratio, extra), lambda: charts.metric_panels(
-        points, panels, ratio, {"accuracy": dense})), key="curves")
+    reference = limit_reference(limit.ratio) if limit is not None else None
+    st.plotly_chart(record.figure(("curves", ratio, extra, reference), lambda: charts.metric_panels(
+        points, panels, ratio, {"accuracy": dense}, ratio_reference=reference)), key="curves")
     labels = dict(zip(at.index, at["label"], strict=True))
     st.plotly_chart(record.figure(("kept_bars", ratio), lambda: charts.kept_fraction_bars(
         result.layers[(result.layers["ratio"] - ratio).abs() < 1e-9], labels)), key="kept_bars")

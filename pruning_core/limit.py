@@ -292,14 +292,17 @@ class Curvature:
 class LimitEstimate:
     """The predicted limit of one model at one epsilon. ``ratio``: rho*, the fraction REMOVED (``kept`` is
     1 - rho*); ``trace_bound``: rho_tr (NaN when Tr(H) <= 0); ``epsilon`` and whether it is the measured loss
-    spread; ``sensitivity``: rho* and rho_tr at epsilon x ``EPSILON_FACTORS``; ``curve``: on rho = i / 1000,
-    R(rho), gw(R(rho)) and the trace bound's curve; ``curvature``: the spectrum and trace behind it."""
+    spread; ``sensitivity``: rho* and rho_tr at epsilon x ``EPSILON_FACTORS``; ``convergence``: rho* from the
+    first quarter, half and all of the Lanczos steps (prefixes of the same runs: no new product; a rho* still
+    rising says more steps would raise it); ``curve``: on rho = i / 1000, R(rho), gw(R(rho)) and the trace
+    bound's curve; ``curvature``: the spectrum and trace behind it."""
 
     ratio: float
     trace_bound: float
     epsilon: float
     epsilon_measured: bool
     sensitivity: pd.DataFrame
+    convergence: pd.DataFrame
     curve: pd.DataFrame = field(repr=False)
     curvature: Curvature = field(repr=False)
 
@@ -328,9 +331,10 @@ class LimitEstimate:
 
     def frames(self) -> dict[str, pd.DataFrame]:
         """Everything the charts draw, as frames: ``summary`` (one row, ``summary()``), ``curve``,
-        ``sensitivity``, ``spectrum`` (the Ritz pairs) and ``density`` (smoothed)."""
+        ``sensitivity``, ``convergence``, ``spectrum`` (the Ritz pairs) and ``density`` (smoothed)."""
         return {"summary": pd.DataFrame([self.summary()]), "curve": self.curve, "sensitivity": self.sensitivity,
-                "spectrum": self.curvature.spectrum(), "density": self.curvature.density_curve()}
+                "convergence": self.convergence, "spectrum": self.curvature.spectrum(),
+                "density": self.curvature.density_curve()}
 
 
 def predict(curvature: Curvature, epsilon: float | None = None) -> LimitEstimate:
@@ -343,13 +347,17 @@ def predict(curvature: Curvature, epsilon: float | None = None) -> LimitEstimate
              "trace_bound": trace_bound_ratio(trace, removed, eps * f)} for f in EPSILON_FACTORS]
     sensitivity = pd.DataFrame(rows)
     at_one = sensitivity[sensitivity["factor"] == 1.0].iloc[0]
+    steps = max((r.steps for r in density.runs), default=0)
+    convergence = pd.DataFrame([{"steps": k, "ratio": predicted_ratio(density.truncated(k), removed, eps)}
+                                for k in sorted({max(2, steps // 4), max(2, steps // 2), steps}) if density.runs],
+                               columns=["steps", "ratio"])
     grid = np.arange(CURVE_POINTS) / CURVE_POINTS
     r2 = removed.squared_at(grid)
     curve = pd.DataFrame({"ratio": grid, "R": np.sqrt(r2),
                           "gw": gaussian_width_ratio(r2, density.nodes, density.weights, eps),
                           "trace_gw": trace_width_ratio(r2, trace, removed.weights, eps) if trace > 0 else np.nan})
-    return LimitEstimate(float(at_one["ratio"]), float(at_one["trace_bound"]), eps, measured, sensitivity, curve,
-                         curvature)
+    return LimitEstimate(float(at_one["ratio"]), float(at_one["trace_bound"]), eps, measured, sensitivity,
+                         convergence, curve, curvature)
 
 
 def estimate_curvature(wb: Workbench, probes: int = DEFAULT_PROBES, lanczos_steps: int = DEFAULT_LANCZOS_STEPS,

@@ -59,6 +59,18 @@ class LanczosResult:
         """T as a dense (m, m) array."""
         return np.diag(self.alpha) + np.diag(self.beta, 1) + np.diag(self.beta, -1)
 
+    def truncated(self, steps: int) -> LanczosResult:
+        """The run as if it had stopped after ``steps`` steps: T's leading block (the same start vector gives the
+        same first steps), so one long run also answers every shorter one."""
+        return ritz_pairs(self.alpha[:steps], self.beta[:max(0, min(steps, len(self.alpha)) - 1)])
+
+
+def ritz_pairs(alpha: np.ndarray, beta: np.ndarray) -> LanczosResult:
+    """The Lanczos result of the tridiagonal (alpha, beta): its eigenvalues and squared first components."""
+    t = np.diag(alpha) + np.diag(beta, 1) + np.diag(beta, -1)
+    values, vectors = np.linalg.eigh(t)
+    return LanczosResult(np.asarray(alpha), np.asarray(beta), values, vectors[0] ** 2)
+
 
 def lanczos(matvec: Matvec, dim: int, steps: int, start: torch.Tensor | None = None, seed: int = 0
             ) -> LanczosResult:
@@ -99,22 +111,34 @@ def lanczos(matvec: Matvec, dim: int, steps: int, start: torch.Tensor | None = N
             break
         beta.append(b)
         basis[j + 1] = w / b
-    alpha_a, beta_a = np.array(alpha), np.array(beta[:len(alpha) - 1])
-    t = np.diag(alpha_a) + np.diag(beta_a, 1) + np.diag(beta_a, -1)
-    values, vectors = np.linalg.eigh(t)
-    return LanczosResult(alpha_a, beta_a, values, vectors[0] ** 2)
+    return ritz_pairs(np.array(alpha), np.array(beta[:len(alpha) - 1]))
 
 
 @dataclass(frozen=True)
 class SpectralDensity:
     """SLQ's quadrature of the spectral density: ``nodes`` (Ritz values of every probe, concatenated) and
     ``weights`` (their tau_j divided by the number of probes; sum 1), ``probe`` (which start vector each node
-    came from) and ``dim``. sum weights * f(nodes) estimates (1/dim) tr f(A)."""
+    came from) and ``dim``. sum weights * f(nodes) estimates (1/dim) tr f(A). ``runs``: the Lanczos runs it
+    came from (empty for a quadrature given directly)."""
 
     nodes: np.ndarray
     weights: np.ndarray
     probe: np.ndarray
     dim: int
+    runs: tuple[LanczosResult, ...] = ()
+
+    @classmethod
+    def of(cls, runs: list[LanczosResult], dim: int) -> SpectralDensity:
+        """The quadrature of Lanczos runs from independent start vectors, each weighing 1 / len(runs)."""
+        return cls(np.concatenate([r.ritz_values for r in runs]),
+                   np.concatenate([r.ritz_weights / len(runs) for r in runs]),
+                   np.concatenate([np.full(r.steps, i) for i, r in enumerate(runs)]), int(dim), tuple(runs))
+
+    def truncated(self, steps: int) -> SpectralDensity:
+        """The quadrature the same start vectors give after only ``steps`` Lanczos steps (no new product)."""
+        if not self.runs:
+            raise ValueError("this quadrature keeps no Lanczos runs to truncate")
+        return SpectralDensity.of([r.truncated(steps) for r in self.runs], self.dim)
 
     def moment(self, k: int) -> float:
         """sum tau theta^k: estimates (1/dim) tr(A^k) (exact in expectation over the probes for k < 2m)."""
@@ -149,14 +173,9 @@ def slq(matvec: Matvec, dim: int, steps: int, probes: int = 1, seed: int = 0,
     basis's (float64 by default)."""
     if probes < 1:
         raise ValueError(f"SLQ needs at least one probe, got {probes}")
-    nodes, weights, probe = [], [], []
-    for i in range(int(probes)):
-        start = rademacher(dim, torch.Generator().manual_seed(int(seed) + i), dtype)
-        run = lanczos(matvec, dim, steps, start=start)
-        nodes.append(run.ritz_values)
-        weights.append(run.ritz_weights / probes)
-        probe.append(np.full(run.steps, i))
-    return SpectralDensity(np.concatenate(nodes), np.concatenate(weights), np.concatenate(probe), int(dim))
+    runs = [lanczos(matvec, dim, steps, start=rademacher(dim, torch.Generator().manual_seed(int(seed) + i), dtype))
+            for i in range(int(probes))]
+    return SpectralDensity.of(runs, dim)
 
 
 @dataclass(frozen=True)
@@ -190,4 +209,4 @@ def hutchinson_trace(matvec: Matvec, dim: int, probes: int = 10, seed: int = 0) 
 
 
 __all__ = ["LanczosResult", "Matvec", "SpectralDensity", "TraceEstimate", "hutchinson_trace", "lanczos",
-           "rademacher", "slq"]
+           "rademacher", "ritz_pairs", "slq"]

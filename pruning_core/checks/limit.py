@@ -15,9 +15,10 @@ Claims, per model, as the code's pipeline judges them (``cal_rate.py``: predicte
 * the trace bound rho_tr (from Hutchinson's Tr(H)) lies below rho* (Jensen's inequality for a positive
   semi-definite Hessian; digest §3.1).
 
-Descriptions: rho* at epsilon x 0.5, 1, 2, and (full run) rho* at twice the Lanczos steps, which shows how far
-the quadrature is from converged: with the tiny epsilon of our overfit demo models the limit depends on
-eigenvalues near zero that a few dozen Lanczos steps cannot resolve, and rho* rises with the steps.
+Descriptions: rho* at epsilon x 0.5, 1, 2, and rho* from a quarter, half and all of the Lanczos steps, which shows
+how far the quadrature is from converged: with the tiny epsilon of our overfit demo models the limit depends on
+eigenvalues near zero that a few dozen Lanczos steps cannot resolve, and rho* rises with the steps (measured on
+digits-mlp: 0.54-0.61 at 40 steps, 0.73 +- 0.01 at 160, 0.716 at 640, over three start vectors).
 """
 
 from __future__ import annotations
@@ -33,7 +34,6 @@ from torch import nn
 from ..algorithms.spectrum import SpectralDensity, hutchinson_trace, lanczos, slq
 from ..experiments import Progress, ShouldStop
 from ..limit import (
-    DEFAULT_LANCZOS_STEPS,
     DEFAULT_PROBES,
     DEFAULT_SAMPLES,
     PrunableHessian,
@@ -53,24 +53,23 @@ COLLAPSE_DROP = 0.01  # the observed collapse: the first ratio losing more than 
 CHECK_RATIOS = tuple(np.round(np.arange(100) / 100, 2))
 QUICK_RATIOS = tuple(np.round(np.arange(50) / 50, 2))
 QUICK_SETTINGS = {"probes": 5, "lanczos_steps": 30, "samples": 256}
+FULL_SETTINGS = {"probes": DEFAULT_PROBES, "lanczos_steps": 128, "samples": DEFAULT_SAMPLES}  # the code's lanczos_iter
 SOURCE = "Zhang et al., NeurIPS 2024 (arXiv 2306.05857); code cal_rate.py (predicted vs actual threshold)"
 
 
 def paper_check(wb: Workbench, quick: bool = False, progress: Progress = None, should_stop: ShouldStop = None
                 ) -> CheckReport:
-    """The fundamental limit on ``wb``'s model (module docstring). Full: the estimate with the library defaults
-    (10 probes, 40 Lanczos steps, 512 samples), again with 80 Lanczos steps (a description), accuracy on the
-    0.01 grid. ``quick``: 5 probes, 30 steps, 256 samples, the 0.02 grid, no second estimate; the same claims
-    and verdict rules. Frames: the estimate's (``summary``, ``curve``, ``sensitivity``, ``spectrum``,
-    ``density``) and ``accuracy`` (ratio, accuracy, loss, R)."""
+    """The fundamental limit on ``wb``'s model (module docstring). Full: 10 Hutchinson probes, 128 Lanczos steps
+    (the authors' ``lanczos_iter``), the Hessian on 512 training samples, accuracy on the 0.01 grid. ``quick``:
+    5 probes, 30 steps, 256 samples, the 0.02 grid; the same claims and verdict rules. Frames: the estimate's
+    (``LimitEstimate.frames``) and ``accuracy`` (ratio, accuracy, loss, R)."""
     start = time.perf_counter()
     report = CheckReport("limit")
     say = progress or (lambda f, text: None)
     stop = should_stop or (lambda: False)
     say(0.0, "self-test: SLQ and Hutchinson on a quadratic model with a known Hessian")
     report.results.append(quadratic_self_test())
-    settings = dict(QUICK_SETTINGS) if quick else {"probes": DEFAULT_PROBES, "lanczos_steps": DEFAULT_LANCZOS_STEPS,
-                                                    "samples": DEFAULT_SAMPLES}
+    settings = dict(QUICK_SETTINGS if quick else FULL_SETTINGS)
     curvature = estimate_curvature(wb, **settings, progress=lambda f, text: say(0.05 + 0.45 * f, text))
     estimate = predict(curvature)
     report.frames.update(estimate.frames())
@@ -91,16 +90,13 @@ def paper_check(wb: Workbench, quick: bool = False, progress: Progress = None, s
         "rho* at epsilon x " + ", ".join(f"{f:g}: {r:.3f}" for f, r in zip(sens["factor"], sens["ratio"], strict=True))
         + f" (epsilon = loss spread {estimate.epsilon:.3g}, mean training loss {curvature.loss:.3g})",
         None, SOURCE, kind="description"))
-    if not quick and not stop():
-        say(0.8, "the estimate again with twice the Lanczos steps")
-        steps = 2 * settings["lanczos_steps"]
-        longer = predict(estimate_curvature(wb, **{**settings, "lanczos_steps": steps},
-                                            progress=lambda f, text: say(0.8 + 0.2 * f, text)))
-        report.results.append(CheckResult(
-            "limit", "How far the Lanczos quadrature is from converged (more steps resolve the eigenvalues near "
-            "zero that decide gw(R) when epsilon is small)",
-            f"rho* = {estimate.ratio:.3f} with {settings['lanczos_steps']} steps, {longer.ratio:.3f} with {steps}",
-            None, SOURCE, kind="description"))
+    conv = estimate.convergence
+    report.results.append(CheckResult(
+        "limit", "How far the Lanczos quadrature is from converged (more steps resolve the eigenvalues near zero "
+        "that decide gw(R) when epsilon is small; the code runs 128)",
+        "rho* from the first " + ", ".join(f"{int(k)}: {r:.3f}" for k, r in zip(conv["steps"], conv["ratio"],
+                                                                               strict=True)) + " Lanczos steps",
+        None, SOURCE, kind="description"))
     report.notes.append(
         f"Ratio = fraction removed. {curvature.weights:,} prunable weights; Hessian on {curvature.samples} training "
         f"samples, {settings['probes']} Hutchinson probes, {settings['lanczos_steps']} Lanczos steps "

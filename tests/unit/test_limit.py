@@ -56,6 +56,10 @@ def test_lanczos_tridiagonal_matches_numpy_eigvalsh():
     run = lanczos(_matvec(_known_matrix(eig)), 200, 25, seed=3)
     assert eig.min() - 1e-9 <= run.ritz_values.min() and run.ritz_values.max() <= eig.max() + 1e-9
     assert run.ritz_values.max() == pytest.approx(eig.max(), rel=1e-3)
+    # a shorter run is the leading block of a longer one from the same start vector
+    short = lanczos(_matvec(_known_matrix(eig)), 200, 10, seed=3)
+    np.testing.assert_allclose(run.truncated(10).ritz_values, short.ritz_values, rtol=1e-10)
+    np.testing.assert_allclose(run.truncated(10).ritz_weights, short.ritz_weights, rtol=1e-8, atol=1e-14)
 
 
 def test_lanczos_stops_on_an_invariant_subspace_with_exact_eigenvalues():
@@ -269,6 +273,9 @@ def test_estimate_on_the_residual_cnn(demo_workbenches, capsys):
     # the crossing is on the curve: gw(R(rho*)) = rho*
     at = est.curve.iloc[(est.curve["ratio"] - est.ratio).abs().argmin()]
     assert at["gw"] == pytest.approx(est.ratio, abs=0.01)
+    # the convergence frame: prefixes of the one Lanczos run, the last one the estimate itself
+    assert list(est.convergence["steps"]) == [10, 20, 40]
+    assert est.convergence["ratio"].iloc[-1] == pytest.approx(est.ratio)
     # epsilon sensitivity without new Hessian-vector products, monotone, and predict() agrees with it
     sens = est.sensitivity
     assert list(sens["factor"]) == list(EPSILON_FACTORS) and sens["ratio"].is_monotonic_increasing
