@@ -211,7 +211,12 @@ def run_block_sparsification(wb: Workbench, procedure: str = "seqattn", sparsity
                      after_step=lambda s, loss: record(s, "sparse", cfg["sparsity"], block_masks, loss,
                                                        s == total_steps - 1))
     else:
-        scalings = attach_block_scaling(model, grids, cfg["block"], attention=procedure == "seqattn")
+        try:
+            scalings = attach_block_scaling(model, grids, cfg["block"], attention=procedure == "seqattn")
+        except (RuntimeError, AttributeError, TypeError) as e:
+            raise BlockError(f"{procedure} cannot train this model: its weights cannot be re-parametrized with block "
+                             f"attention and masks ({type(e).__name__}: {str(e).splitlines()[0][:200]}); for a "
+                             "TorchScript module, load its weights into a built-in architecture instead") from e
         _run_schedule(model, scalings, phases, cfg, x, y, wb.device, poll, record)
         block_masks = {k: s.mask.detach().clone().cpu() for k, s in scalings.items()}
         if procedure == "seqattn":

@@ -157,6 +157,13 @@ def _requires_blocks(wb: Workbench) -> str | None:
     return None
 
 
+def _requires_trainable_blocks(wb: Workbench) -> str | None:
+    if isinstance(wb.model, torch.jit.ScriptModule):
+        return ("a TorchScript module's forward is compiled: block attention and masks cannot be put into it for "
+                "training (load the weights into a built-in architecture, or export with torch.export)")
+    return _requires_blocks(wb)
+
+
 _NOTE = " Ratio = fraction of blocks removed in every pruned layer; layers with fewer than 100 blocks stay dense."
 SPECS = [
     MethodSpec("block-magnitude", "Block magnitude, 4x4 blocks per layer (unstructured)", "unstructured",
@@ -170,14 +177,14 @@ SPECS = [
                "Trains with one softmax attention logit per block (A = N softmax(L) scales W): dense, then "
                "sparsify (exponential schedule, c = 4, lowest A first) / sparse / dense cycles, then a fine-tune of "
                "the folded weights; every plan trains (6 + 2 epochs)." + _NOTE,
-               paper=PAPER, needs=("weights", "training"), requires=_requires_blocks,
+               paper=PAPER, needs=("weights", "training"), requires=_requires_trainable_blocks,
                exempt={"kept-fraction": KEPT_FRACTION}, short_label="SA++"),
     MethodSpec("acdc", "ACDC, 4x4 blocks by magnitude (trains)", "unstructured", TrainedBlockSparsity,
                {"procedure": "acdc", "block": DEFAULT_BLOCK, "min_blocks": MIN_BLOCKS},
                "Trains alternating dense and sparse phases, the sparse support the top blocks by L2 norm at each "
                "sparse phase's start, then a fine-tune; every plan trains (6 + 2 epochs). The baseline of "
                "SequentialAttention++." + _NOTE,
-               paper=PAPER, needs=("weights", "training"), requires=_requires_blocks,
+               paper=PAPER, needs=("weights", "training"), requires=_requires_trainable_blocks,
                exempt={"kept-fraction": KEPT_FRACTION}, short_label="ACDC"),
 ]
 

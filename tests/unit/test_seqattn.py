@@ -231,3 +231,16 @@ def test_bad_inputs_give_clear_messages(demo_workbenches):
         run_block_sparsification(wb, "seqattn", 1.0)
     with pytest.raises(BlockError, match="unknown settings"):
         run_block_sparsification(wb, "seqattn", 0.5, epoch=3)
+
+
+@pytest.mark.filterwarnings("ignore:The .grad attribute of a Tensor that is not a leaf")  # copying a ScriptModule
+def test_trained_methods_say_why_a_torchscript_model_cannot_train(digits):
+    from pruning_core import REGISTRY, Workbench, load_builtin
+
+    wb = Workbench(torch.jit.script(load_builtin("digits-mlp").eval()), digits, device="cpu", name="scripted")
+    assert REGISTRY["block-magnitude"].unavailable(wb) is None
+    for key in ("seqattn", "acdc"):
+        assert "TorchScript" in REGISTRY[key].unavailable(wb)
+    with pytest.raises(BlockError, match="TorchScript"):
+        run_block_sparsification(wb, "acdc", 0.5, epochs=1, finetune_epochs=0)
+
