@@ -292,7 +292,8 @@ def run_sap(wb: Workbench, mode: str = "rewind", scope: str = "layer", p: float 
        initialisation for the bundled demo models, else a seeded ``reinitialise``); ``mode="finetune"``
        (**variant**) continues from the pruned weights. Default recipe: the demo models' (Adam, lr 3e-3, weight
        decay 1e-4, cosine, batch 64), 40 epochs when rewinding and 3 at lr 1e-3 when fine-tuning; pass
-       ``optimizer="sgd"``, ``lr=0.1``, ``weight_decay=5e-4`` for the paper's CIFAR recipe.
+       ``optimizer="sgd"``, ``lr=0.1``, ``weight_decay=5e-4``, ``clip_grad_norm=1.0`` for the paper's CIFAR
+       recipe (``checks.sap.RECIPE`` is the one the paper check uses, with ``weight_decay_for``).
     4. measure: test accuracy of the retrained model and of the model right after pruning (step 2's weights under
        the new mask), and PQI on the retrained model (the paper's code computes PQI on the retrained
        checkpoint, which is what the next round's rule uses).
