@@ -188,8 +188,17 @@ def refit(w: torch.Tensor, h: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     m = mask.bool().double()
     rhs = m * (w @ h)  # (H w_r)_S, zero off the support
     system = m[:, :, None] * h[None] * m[:, None, :] + torch.diag_embed(1.0 - m)
-    out = torch.linalg.solve(system, rhs.unsqueeze(-1)).squeeze(-1)
+    out = spd_solve(system, rhs.unsqueeze(-1)).squeeze(-1)
     return out * m
+
+
+def spd_solve(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """A^-1 B for symmetric positive definite A (batched), by Cholesky. Not ``torch.linalg.solve``: its batched LU
+    in torch 2.13's CPU build fails inside MKL (DLASWP "parameter 6 was incorrect") with two or more threads."""
+    lower, info = torch.linalg.cholesky_ex(a)
+    if bool((info != 0).any()):
+        raise ValueError("a system that should be positive definite is not (Cholesky failed); raise damp")
+    return torch.cholesky_solve(b, lower)
 
 
 # ----- synthetic sparse recovery: Algorithm 1 ------------------------------------------------------------------
@@ -208,7 +217,7 @@ def kiht_step(theta: torch.Tensor, grad: torch.Tensor, k: int, eta: torch.Tensor
 
 def newton_point(theta: torch.Tensor, grad: torch.Tensor, hinv: torch.Tensor) -> torch.Tensor:
     """theta+ = theta - H^-1 g, batched: theta, grad (runs, d); hinv (runs, d, d) or (d, d)."""
-    return theta - torch.einsum("...ij,...j->...i", hinv, grad)
+    return theta - (hinv @ grad.unsqueeze(-1)).squeeze(-1)
 
 
 def iobs_step_topk(theta: torch.Tensor, grad: torch.Tensor, hinv: torch.Tensor, k: int) -> torch.Tensor:
@@ -228,10 +237,11 @@ def iobs_step_obs(theta: torch.Tensor, grad: torch.Tensor, hinv: torch.Tensor, k
     pruned = torch.topk(saliency, d - k, dim=-1, largest=False).indices  # (runs, d - k)
     cols = hinv.gather(2, pruned[:, None, :].expand(runs, d, d - k))  # H^-1 E_P^T: (runs, d, d - k)
     block = cols.gather(1, pruned[:, :, None].expand(runs, d - k, d - k))  # E_P H^-1 E_P^T
-    coef = torch.linalg.solve(block, plus.gather(1, pruned).unsqueeze(-1))
+    coef = spd_solve(block, plus.gather(1, pruned).unsqueeze(-1))
     out = plus - (cols @ coef).squeeze(-1)
     return out.scatter(1, pruned, 0.0)  # exactly zero where the algebra leaves round-off
 
 
 __all__ = ["BLOCKSIZE", "DAMP", "N_OF_M", "dampen", "inverse_hessian_factor", "iobs_step_obs", "iobs_step_topk",
-           "kiht_step", "layer_hessian", "newton_point", "reconstruction_error", "refit", "sparsegpt_prune", "topk"]
+           "kiht_step", "layer_hessian", "newton_point", "reconstruction_error", "refit", "sparsegpt_prune",
+           "spd_solve", "topk"]
