@@ -36,6 +36,7 @@ from ..experiments import Progress, ShouldStop
 from ..limit import (
     DEFAULT_PROBES,
     DEFAULT_SAMPLES,
+    LimitEstimate,
     PrunableHessian,
     RemovedNorm,
     estimate_curvature,
@@ -81,8 +82,8 @@ def paper_check(wb: Workbench, quick: bool = False, progress: Progress = None, s
     report.results.append(_symmetry_result(wb, settings["samples"]))
     if len(accuracy) < len(ratios):
         report.complete = False
-    report.results.append(_agreement_result(estimate.ratio, accuracy, dense, ratios, report.complete))
-    report.results.append(_trace_bound_result(estimate))
+    report.results.append(agreement_result(estimate.ratio, accuracy, dense, report.complete))
+    report.results.append(trace_bound_result(estimate))
     sens = estimate.sensitivity
     report.results.append(CheckResult(
         "limit", "How the predicted limit moves with epsilon (the paper: a flatter landscape or smaller weights "
@@ -174,7 +175,9 @@ AGREEMENT_CLAIM = ("The predicted limit rho* = gw(R(rho*)) coincides with the ac
                    f"magnitude pruning (judged within {AGREEMENT:g} of the removed fraction, per model)")
 
 
-def _agreement_result(rho: float, accuracy: pd.DataFrame, dense: float, ratios, complete: bool) -> CheckResult:
+def agreement_result(rho: float, accuracy: pd.DataFrame, dense: float, complete: bool = True) -> CheckResult:
+    """The agreement claim: |rho* - observed collapse| <= ``AGREEMENT``; when no ratio of the grid lost a point,
+    undecided if rho* lies at the grid's end (or the run stopped), else no."""
     if accuracy.empty:
         return CheckResult("limit", AGREEMENT_CLAIM, "not run (stopped)", None, SOURCE)
     collapse = observed_collapse(accuracy, dense, COLLAPSE_DROP)
@@ -189,7 +192,8 @@ def _agreement_result(rho: float, accuracy: pd.DataFrame, dense: float, ratios, 
     return CheckResult("limit", AGREEMENT_CLAIM, figure, bool(abs(gap) <= AGREEMENT), SOURCE)
 
 
-def _trace_bound_result(estimate) -> CheckResult:
+def trace_bound_result(estimate: LimitEstimate) -> CheckResult:
+    """The trace-bound claim: rho_tr <= rho* (undecided when Tr(H) is not positive)."""
     claim = ("The lower bound from the Hessian trace, rho_tr = 1 / (1 + R(rho_tr)^2 Tr(H) / (2 epsilon D)), lies "
              "below the predicted limit")
     s = estimate.summary()

@@ -292,3 +292,52 @@ def test_observed_collapse_is_the_first_ratio_losing_more_than_a_point():
     frame = pd.DataFrame({"ratio": [0.0, 0.2, 0.4, 0.6, 0.8], "accuracy": [0.95, 0.95, 0.945, 0.93, 0.5]})
     assert observed_collapse(frame, 0.95) == 0.6
     assert observed_collapse(frame[frame["ratio"] < 0.5], 0.95) is None
+
+
+# ----- the paper check ------------------------------------------------------------------------------------------
+def test_the_check_runs_and_draws_on_a_demo_model(demo_workbenches):
+    from pruning_core.checks import CHECKS, run_check
+
+    wb = demo_workbenches["digits-mlp"]
+    report = run_check("limit", wb, quick=True)
+    kinds = {}
+    for r in report.results:
+        kinds.setdefault(r.kind, []).append(r)
+    assert len(kinds["claim"]) == 2 and len(kinds["self-test"]) == 3 and len(kinds["description"]) == 2
+    assert all(r.agrees for r in kinds["self-test"]) and all(r.agrees is None for r in kinds["description"])
+    assert all(r.agrees is not None for r in kinds["claim"]) and report.complete
+    rows = CHECKS["limit"].figures(report, dense_accuracy=wb.dense_metrics().accuracy)
+    assert [list(r) for r in rows] == [["crossing", "accuracy"], ["density"]]
+    shapes = rows[0]["accuracy"].to_dict()["layout"]["shapes"]
+    lines = {s["line"]["dash"]: s["x0"] for s in shapes if s["x0"] == s["x1"]}  # the vertical lines
+    summary = report.frames["summary"].iloc[0]
+    assert lines["solid"] == pytest.approx(summary["predicted_limit"])
+    assert lines["dash"] == pytest.approx(summary["trace_bound"]) and "dot" in lines  # the observed collapse
+
+
+def test_the_claims_can_say_no():
+    import pandas as pd
+
+    from pruning_core.checks.limit import agreement_result, trace_bound_result
+    from pruning_core.limit import Curvature
+
+    frame = pd.DataFrame({"ratio": np.arange(10) / 10, "accuracy": [0.95] * 6 + [0.9] * 4})  # collapse at 0.6
+    assert agreement_result(0.58, frame, 0.95).agrees is True
+    assert agreement_result(0.30, frame, 0.95).agrees is False
+    assert agreement_result(0.80, frame, 0.95).agrees is False
+    flat = frame.assign(accuracy=0.95)  # never collapses on the grid
+    assert agreement_result(0.3, flat, 0.95).agrees is False and agreement_result(0.88, flat, 0.95).agrees is None
+    # a Hutchinson trace far below the spectrum's mean |eigenvalue| (negative curvature) puts the bound above
+    removed = RemovedNorm.of(torch.from_numpy(np.random.default_rng(0).standard_normal(1000)))
+    density = SpectralDensity(np.array([-5.0, 5.0]), np.array([0.5, 0.5]), np.zeros(2), 1000)
+
+    def estimate(trace: float):
+        from pruning_core.algorithms.spectrum import TraceEstimate
+
+        curvature = Curvature("toy", density, TraceEstimate(trace, 0.0, np.array([trace])), removed, 0.1, 1.0, 10,
+                              {"lanczos_steps": 2}, 0.0, 0)
+        return predict(curvature)
+
+    assert trace_bound_result(estimate(5000.0)).agrees is True  # Tr = sum |lambda|: Jensen holds
+    assert trace_bound_result(estimate(50.0)).agrees is False
+    assert trace_bound_result(estimate(-1.0)).agrees is None
