@@ -26,10 +26,10 @@ from __future__ import annotations
 import time
 
 from ..experiments import Progress, ShouldStop
-from . import id, ispasp, limit, sap, seqattn
+from . import id, iobs, ispasp, limit, sap, seqattn
 from .base import Check, CheckReport, CheckResult, format_table, summary, verdict
 
-_FILES = (sap, id, ispasp, seqattn, limit)
+_FILES = (sap, id, ispasp, seqattn, limit, iobs)
 CHECKS: dict[str, Check] = {f.CHECK.key: f.CHECK for f in _FILES}
 
 
