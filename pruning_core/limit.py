@@ -209,18 +209,23 @@ def gaussian_width_ratio(r_squared, nodes: np.ndarray, weights: np.ndarray, epsi
 
 def trace_width_ratio(r_squared, trace: float, dim: int, epsilon: float) -> np.ndarray:
     """The trace bound's curve 1 / (1 + R^2 Tr(H) / (2 epsilon D)), Jensen's lower bound of gw(R)."""
-    return 1.0 / (1.0 + np.asarray(r_squared, dtype=float) * trace / (2.0 * epsilon * dim))
+    return 1.0 / (1.0 + np.atleast_1d(np.asarray(r_squared, dtype=float)) * trace / (2.0 * epsilon * dim))
 
 
-def solve_crossing(width, removed: RemovedNorm, iterations: int = 60) -> float:
-    """The rho in [0, 1] where rho = width(R(rho)^2) (``width`` takes R^2 and decreases in it, with
-    width(0) = 1 > 0, so width(R(rho)^2) - rho falls strictly and crosses zero once): bisection."""
-    lo, hi = 0.0, 1.0
-    if float(np.squeeze(width(removed.squared_at(1.0)))) >= 1.0:
+def solve_crossing(width, removed: RemovedNorm, iterations: int = 40) -> float:
+    """The rho in [0, 1] where rho = width(R(rho)^2) (``width`` takes an array of R^2 and decreases in it, with
+    width(0) = 1 > 0, so width(R(rho)^2) - rho falls strictly and crosses zero once): bracketed on the grid
+    rho = i / 1000 in one vectorised evaluation, then bisection (to ~1e-15)."""
+    grid = np.linspace(0.0, 1.0, CURVE_POINTS + 1)
+    values = width(removed.squared_at(grid))
+    if values[-1] >= 1.0 - 1e-12:
         return 1.0  # nothing curves the loss: every weight is removable
+    above = values > grid
+    i = int(np.argmin(above))  # the first grid point at or below the line; above[0] holds (width(0) = 1)
+    lo, hi = float(grid[i - 1]), float(grid[i])
     for _ in range(iterations):
         mid = 0.5 * (lo + hi)
-        if float(np.squeeze(width(removed.squared_at(mid)))) > mid:
+        if float(width(removed.squared_at(mid))[0]) > mid:
             lo = mid
         else:
             hi = mid
@@ -268,6 +273,13 @@ class Curvature:
     settings: dict
     seconds: float
     products: int  # Hessian-vector products taken
+    prefixes: tuple[SpectralDensity, ...] = ()  # the quadrature after a quarter and half of the Lanczos steps
+
+    @classmethod
+    def prefixes_of(cls, density: SpectralDensity) -> tuple[SpectralDensity, ...]:
+        """The quadratures after a quarter and half of ``density``'s Lanczos steps (from its runs, no product)."""
+        steps = max((r.steps for r in density.runs), default=0)
+        return tuple(density.truncated(k) for k in sorted({max(2, steps // 4), max(2, steps // 2)}) if k < steps)
 
     @property
     def weights(self) -> int:
@@ -347,10 +359,8 @@ def predict(curvature: Curvature, epsilon: float | None = None) -> LimitEstimate
              "trace_bound": trace_bound_ratio(trace, removed, eps * f)} for f in EPSILON_FACTORS]
     sensitivity = pd.DataFrame(rows)
     at_one = sensitivity[sensitivity["factor"] == 1.0].iloc[0]
-    steps = max((r.steps for r in density.runs), default=0)
-    convergence = pd.DataFrame([{"steps": k, "ratio": predicted_ratio(density.truncated(k), removed, eps)}
-                                for k in sorted({max(2, steps // 4), max(2, steps // 2), steps}) if density.runs],
-                               columns=["steps", "ratio"])
+    convergence = pd.DataFrame([{"steps": max(r.steps for r in d.runs), "ratio": predicted_ratio(d, removed, eps)}
+                                for d in (*curvature.prefixes, density) if d.runs], columns=["steps", "ratio"])
     grid = np.arange(CURVE_POINTS) / CURVE_POINTS
     r2 = removed.squared_at(grid)
     curve = pd.DataFrame({"ratio": grid, "R": np.sqrt(r2),
@@ -396,7 +406,7 @@ def estimate_curvature(wb: Workbench, probes: int = DEFAULT_PROBES, lanczos_step
                 "samples": len(x), "loss_batch": int(loss_batch), "seed": int(seed)}
     say(1.0, "done")
     return Curvature(wb.name, density, trace, removed, loss, spread, len(x), settings, time.perf_counter() - start,
-                     hessian.products)
+                     hessian.products, Curvature.prefixes_of(density))
 
 
 def estimate_limit(wb: Workbench, epsilon: float | None = None, progress: Progress = None, **settings
