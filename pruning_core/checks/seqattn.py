@@ -119,12 +119,13 @@ def paper_check(wb: Workbench, quick: bool = False, progress: Progress = None, s
         rows, cols = np.meshgrid(np.arange(a.shape[0]), np.arange(a.shape[1]), indexing="ij")
         report.frames["attention"] = pd.DataFrame({"layer": layer, "row": rows.ravel(), "col": cols.ravel(),
                                                    "attention": a.numpy().ravel(), "kept": kept.numpy().ravel()})
+        short = " (a short run for the schedule and the figures, not for accuracy)" if sa.config["epochs"] < 5 else ""
         report.results.append(CheckResult(
             "seqattn", "Realised sparsity at 90% block sparsity (layers with < 100 blocks stay dense)",
             f"{sa.realised_sparsity:.1%} of the prunable weights removed; pruned: {', '.join(grids)}; not pruned: "
             f"{', '.join(f'{k} ({v})' for k, v in skipped.items()) or 'none'}; SA++ run of {len(sa.records)} steps "
             f"({sa.config['epochs']} + {sa.config['finetune_epochs']} epochs) in {sa.seconds:.1f} s, accuracy "
-            f"{sa.accuracy:.1%} after this run", None, _SOURCE, kind="description"))
+            f"{sa.accuracy:.1%} after this run{short}", None, _SOURCE, kind="description"))
     report.notes.append(f"4x4 blocks; pruned layers: {', '.join(f'{k} {g[0]}x{g[1]} blocks' for k, g in grids.items())}"
                         f"; training from the model's trained weights, Adam lr 1e-3, {settings['epochs']} + "
                         f"{settings['finetune_epochs']} epochs per run ({mode})")
