@@ -244,3 +244,32 @@ def test_trained_methods_say_why_a_torchscript_model_cannot_train(digits):
     with pytest.raises(BlockError, match="TorchScript"):
         run_block_sparsification(wb, "acdc", 0.5, epochs=1, finetune_epochs=0)
 
+
+
+def test_the_check_judges_the_claims_and_draws_its_figures_quick(demo_workbenches):
+    from pruning_core.checks.seqattn import figures, paper_check
+
+    wb = demo_workbenches["digits-mlp"]
+    report = paper_check(wb, quick=True)
+    kinds = {}
+    for r in report.results:
+        kinds.setdefault(r.kind, []).append(r.agrees)
+    assert kinds["claim"] == [True, True] and kinds["self-test"] == [True, True] and kinds["description"] == [None]
+    assert set(report.frames["accuracy"].procedure) == {"seqattn", "acdc", "block-magnitude"}
+    assert report.frames["attention"].kept.mean() == pytest.approx(1 - blocks_removed(512, 0.9) / 512)
+    rows = figures(report, dense_accuracy=wb.dense_metrics().accuracy)
+    assert [set(r) for r in rows] == [{"schedule", "accuracy"}, {"attention"}]
+
+
+def test_a_model_without_enough_blocks_is_skipped_with_the_reason(digits):
+    from torch import nn
+
+    from pruning_core import REGISTRY, Workbench
+    from pruning_core.checks.seqattn import paper_check
+
+    wb = Workbench(nn.Sequential(nn.Flatten(), nn.Linear(64, 10)), digits, device="cpu", name="tiny")
+    for key in ("block-magnitude", "seqattn", "acdc"):
+        assert "fewer than 100" in REGISTRY[key].unavailable(wb)
+    report = paper_check(wb, quick=True)
+    assert [(r.kind, r.agrees) for r in report.results] == [("description", None)]
+    assert "skipped" in report.results[0].figure and "48 blocks of 4x4" in report.results[0].figure
