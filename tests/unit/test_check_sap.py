@@ -18,6 +18,7 @@ from pruning_core.checks import format_table, run_check
 from pruning_core.checks.sap import (
     ACCUMULATED_DECAY,
     FEW_REMAINING,
+    LEARNING_RATES,
     RECIPE,
     accuracy_at_remaining,
     judge,
@@ -81,8 +82,9 @@ def test_weight_decay_accumulates_one_per_round_under_the_training_schedule():
     """Independent of ``weight_decay_for``: step torch's cosine schedule per epoch and sum lr x wd over the
     steps of one round."""
     samples = 1258
-    wd = weight_decay_for(ACCUMULATED_DECAY, RECIPE["lr"], RECIPE["epochs"], samples, RECIPE["batch_size"])
-    opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=RECIPE["lr"])
+    lr = LEARNING_RATES[0]
+    wd = weight_decay_for(ACCUMULATED_DECAY, lr, RECIPE["epochs"], samples, RECIPE["batch_size"])
+    opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, RECIPE["epochs"])
     steps = -(-samples // RECIPE["batch_size"])
     total = 0.0
@@ -113,7 +115,7 @@ def test_quick_check_on_the_mlp(quick_report):
     assert matched.loc[("global", "SAP(0.5,1)"), "remaining"] <= FEW_REMAINING  # the authors' recipe reaches it
     assert isinstance(c.agrees, bool) and "global: at" in c.figure
     assert "neuron: at" in b.figure and "layer: at" in b.figure
-    assert any("weight decay" in n and "accumulated" in n for n in quick_report.notes)
+    assert any("weight decay" in n and "accumulated" in n and "at lr 0.8" in n for n in quick_report.notes)
 
 
 def test_curves_and_frames(quick_report):
