@@ -7,7 +7,8 @@ variant), f(theta) = ||y - X theta||^2 (a sum: g = 2 X^T (X theta - y), H = 2 X^
 k = 64, theta_0 = 0, 750 steps, 20 runs. Compared: Topk-I-OBS (Option 1: T_k of the full Newton point), Option 2
 (the exact OBS correction on the support of the d - k smallest OBS errors) and k-IHT with eta = 1 / lambda_max(H).
 Noiseless and overdetermined, the Newton point is theta* itself, so both I-OBS options recover theta* in one step;
-the noisy variant (``noise`` > 0, labelled "ours") is not the paper's setting. About 1 s for both variants.
+the noisy variant (``noise`` > 0, labelled "ours") is not the paper's setting. About 12 s per variant with the
+defaults on one thread of the shared 2-core machine under load (1 s for 5 runs of 200 steps).
 
 ``iobs_rounds``: the DNN variant (§4.2, App. A.1): round 1 is one-shot SparseGPT (layer-wise, sequential,
 ``methods.obs.sequential_projection``) on a calibration batch; every later round takes a few gradient steps on a
@@ -15,7 +16,7 @@ fresh calibration batch from the training split (``experiments.training.train_ma
 full-batch SGD on the batch; dense by default, so the weights may leave the support, as I-OBS's descent step
 theta - eta g does, then the OBS solve projects them back onto a new support) and re-projects with SparseGPT on
 that batch. Held-out accuracy per round; the best round is chosen on it (the paper's "star = best validation").
-About 0.1-0.5 s per round on the demo models.
+About 0.2-0.6 s per round on the demo models (one thread).
 """
 
 from __future__ import annotations

@@ -5,6 +5,7 @@ synthetic problem, the projection against magnitude on the demo models, and clea
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from torch import nn
@@ -22,7 +23,7 @@ from pruning_core.algorithms.obs import (
     sparsegpt_prune,
     topk,
 )
-from pruning_core.checks.iobs import synthetic_verdict
+from pruning_core.checks.iobs import accuracy_verdicts, synthetic_verdict
 from pruning_core.experiments.iobs import iobs_rounds, synthetic_recovery
 from pruning_core.methods.magnitude import SPECS as MAGNITUDE
 from pruning_core.methods.obs import SPECS, OBSPruning, layer_inputs_matrix
@@ -172,6 +173,16 @@ def test_topk_iobs_reaches_a_lower_distance_than_kiht_in_the_same_steps():
     assert synthetic_verdict(frame, 60).agrees is True
     swapped = frame.replace({"method": {"topk-iobs": "kiht", "kiht": "topk-iobs"}})
     assert synthetic_verdict(swapped, 60).agrees is False  # the check can say no
+
+
+def test_the_model_claim_says_yes_no_or_undecided_at_chance():
+    def frame(obs, mag):
+        return pd.DataFrame([{"method": m, "ratio": r, "accuracy": a} for r in (0.9, 0.95)
+                             for m, a in (("obs-global", obs), ("magnitude-global", mag))])
+
+    assert [r.agrees for r in accuracy_verdicts(frame(0.8, 0.6), 0.1)] == [True, True]
+    assert [r.agrees for r in accuracy_verdicts(frame(0.6, 0.8), 0.1)] == [False, False]
+    assert [r.agrees for r in accuracy_verdicts(frame(0.11, 0.1), 0.1)] == [None, None]
 
 
 def test_nm_plans_keep_exactly_n_of_every_m(demo_workbenches):
