@@ -4,7 +4,7 @@ of ``checks.seqattn.paper_check`` or ``experiments.seqattn`` runs (the digest's 
 * the block sparsity over training steps for ACDC (steps between dense and sparse) and SA++ (exponential ramps,
   c = 4), scheduled and realised;
 * accuracy against block sparsity for SA++, ACDC and one-shot block magnitude (mean over seeds, min-max bars);
-* the block attention A of one layer as a heatmap, with the blocks the final mask removed in grey.
+* the block attention A of one layer as a heatmap, the blocks the final mask keeps outlined.
 
 No function here computes a metric; legends name methods by their registry specs.
 """
@@ -70,26 +70,28 @@ def accuracy_by_sparsity(accuracy: pd.DataFrame, dense_accuracy: float | None = 
 
 
 def attention_heatmap(attention: pd.DataFrame) -> go.Figure:
-    """One layer's block attention A = N softmax(L) (block rows = fan-in, block columns = outputs) on a log colour
-    scale, the blocks the final mask removed drawn in grey (their A still shown on hover)."""
+    """One layer's block attention A = N softmax(L) for every block (block rows = fan-in, block columns = outputs) on a
+    log colour scale, the blocks the final mask kept outlined (open white squares): SA++ keeps the blocks of highest A
+    at the end of its last sparsify phase."""
     layer = str(attention.layer.iloc[0])
     shape = (int(attention.row.max()) + 1, int(attention.col.max()) + 1)
     a = np.zeros(shape)
     kept = np.zeros(shape, dtype=bool)
     a[attention.row, attention.col] = attention.attention
     kept[attention.row, attention.col] = attention.kept
-    log_a = np.log10(np.maximum(a, 1e-12))
     fig = go.Figure()
-    fig.add_trace(go.Heatmap(z=np.where(kept, np.nan, 0.0), colorscale=[[0, PRUNED_GREY], [1, PRUNED_GREY]],
-                             showscale=False, customdata=a, name="removed",
-                             hovertemplate="block (%{y}, %{x}) removed<br>A = %{customdata:.3g}<extra></extra>"))
-    fig.add_trace(go.Heatmap(z=np.where(kept, log_a, np.nan), colorscale="Viridis", customdata=a, name="kept",
-                             colorbar=dict(title="log10 A"),
+    fig.add_trace(go.Heatmap(z=np.log10(np.maximum(a, 1e-12)), colorscale="Viridis", customdata=a, name="A",
+                             colorbar=dict(title="log10 A"), showscale=True,
+                             hovertemplate="block (%{y}, %{x})<br>A = %{customdata:.3g}<extra></extra>"))
+    rows, cols = np.nonzero(kept)
+    fig.add_trace(go.Scatter(x=cols, y=rows, mode="markers", name="kept by the final mask",
+                             marker=dict(symbol="square-open", size=9, color="white", line=dict(width=2)),
+                             customdata=a[rows, cols],
                              hovertemplate="block (%{y}, %{x}) kept<br>A = %{customdata:.3g}<extra></extra>"))
-    fig.update_xaxes(title="block column (outputs)")
-    fig.update_yaxes(title="block row (fan-in)", autorange="reversed", scaleanchor="x")
-    return styled(fig, f"Block attention A of {layer} with the final mask ({int(kept.sum())} of {kept.size} blocks "
-                       "kept, removed in grey)", height=460)
+    fig.update_xaxes(title="block column (outputs)", range=[-0.5, shape[1] - 0.5], showgrid=False)
+    fig.update_yaxes(title="block row (fan-in)", range=[shape[0] - 0.5, -0.5], scaleanchor="x", showgrid=False)
+    return styled(fig, f"Block attention A of {layer}; outlined: the {int(kept.sum())} of {kept.size} blocks the "
+                       "final mask keeps", height=460)
 
 
 __all__ = ["accuracy_by_sparsity", "attention_heatmap", "sparsity_schedule"]
