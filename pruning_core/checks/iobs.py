@@ -199,11 +199,14 @@ def paper_check(wb: Workbench, quick: bool = False, progress: Progress = None, s
     report.results.append(synthetic_verdict(frame, SYNTHETIC_RUN[mode]["steps"]))
     if (frame.noise > 0).any():
         report.results.append(noisy_description(frame))
+    if stop():
+        report.complete = False
+        report.notes.append("stopped during the synthetic experiment")
+        return _finish(report, start)
     reason = unsupported_reason(wb.model, list(wb.prunable))
-    if reason or stop():
-        report.notes.append(reason or "stopped after the synthetic experiment")
-        report.complete = reason is not None
-        report.results.append(CheckResult("obs-global", CLAIM_MODEL, reason or "stopped", None, SRC_MODEL))
+    if reason:
+        report.notes.append(reason)
+        report.results.append(CheckResult("obs-global", CLAIM_MODEL, reason, None, SRC_MODEL))
         return _finish(report, start)
     methods = {"obs-global": OBSPruning(allocation="global-magnitude", inputs="pruned"),
                "magnitude-global": MagnitudeUnstructured(scope="global")}
@@ -231,7 +234,7 @@ def paper_check(wb: Workbench, quick: bool = False, progress: Progress = None, s
     report.results += accuracy_verdicts(acc, chance) if len(acc) else []
     if not quick and len(acc):
         report.results.append(uniform_description(acc))
-    probe = OBSPruning().prepare(wb)
+    probe = methods["obs"] if "obs" in methods else OBSPruning().prepare(wb)
     report.results.append(refit_self_test(wb, probe))
     parts = []
     for j, (pattern, ratio) in enumerate(ROUNDS[mode]):
@@ -243,6 +246,8 @@ def paper_check(wb: Workbench, quick: bool = False, progress: Progress = None, s
             parts.append(part)
             report.results.append(rounds_description(part))
         say(0.5 + 0.5 * (j + 1) / len(ROUNDS[mode]), f"I-OBS rounds ({pattern}) done")
+    if stop():
+        report.complete = False
     report.frames["rounds"] = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
     report.notes.append("Rounds: calibration batches of 256 from the training split (the demo models were trained on "
                         "it), 5 full-batch SGD steps (lr 0.01, Nesterov) between rounds, held-out = evaluation split.")
