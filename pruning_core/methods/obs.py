@@ -94,6 +94,8 @@ def unsupported_reason(model: nn.Module, prunable: list[str]) -> str | None:
             kind = type(mod).__name__ if mod is not None else "no module"
             return (f"OBS solves each layer's least squares against its inputs; {name!r} belongs to a {kind}, and "
                     "only nn.Linear and nn.Conv2d weights are supported")
+        if mod.weight.numel() == 0:
+            return f"{name!r} is an empty layer (shape {tuple(mod.weight.shape)}): there is nothing to prune or re-fit"
         if isinstance(mod, nn.Conv2d) and (mod.groups != 1 or isinstance(mod.padding, str)
                                            or mod.padding_mode != "zeros"):
             return f"{name!r} is a grouped conv or uses string / non-zero padding, which OBS does not unfold"

@@ -227,6 +227,7 @@ def test_the_rounds_start_from_one_shot_sparsegpt_and_mark_the_best(demo_workben
     assert abs(frame.held_out_accuracy.iloc[0] - first) < 0.15  # another calibration batch, the same procedure
 
 
+@pytest.mark.filterwarnings("ignore:Initializing zero-element tensors")
 def test_bad_inputs_give_clear_errors(demo_workbenches, digits):
     wb = demo_workbenches["digits-mlp"]
     method = make_method("obs").prepare(wb)
@@ -261,3 +262,7 @@ def test_bad_inputs_give_clear_errors(demo_workbenches, digits):
 
     reason = SPEC["obs"].unavailable(Workbench(WithEmbedding(), digits, device="cpu"))
     assert reason is not None and "Embedding" in reason
+    empty = nn.Sequential(nn.Flatten(), nn.Linear(64, 0), nn.Linear(0, 10))
+    assert "empty layer" in SPEC["obs"].unavailable(Workbench(empty, digits, device="cpu"))
+    with pytest.raises(PlanError, match="empty layer"):
+        make_method("obs").prepare(Workbench(empty, digits, device="cpu"))
