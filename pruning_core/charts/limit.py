@@ -14,10 +14,11 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from .style import PALETTE, styled
+from .sweep import REFERENCE_COLOR
 
 LIMIT_LABEL = "predicted limit (Zhang et al.)"
 REMOVED_AXIS = "removed fraction rho (of the prunable weights)"
-COLORS = {"actual": PALETTE[0], "theory": PALETTE[2], "trace": PALETTE[1], "collapse": PALETTE[3],
+COLORS = {"actual": PALETTE[0], "theory": REFERENCE_COLOR, "trace": PALETTE[1], "collapse": PALETTE[3],
           "accuracy": PALETTE[0], "density": PALETTE[4], "ritz": PALETTE[5]}
 
 

@@ -11,7 +11,6 @@ from .style import (
     AXIS_TITLES,
     LEGEND_BELOW,
     LIGHT_TEMPLATE,
-    PALETTE,
     PERCENT,
     SHORT_TITLES,
     light_layout,
@@ -19,7 +18,8 @@ from .style import (
     ratio_label,
 )
 
-REFERENCE_COLOR = PALETTE[2]  # a ratio_reference line (the predicted limit: charts.limit draws it in this colour)
+# a ratio_reference line (the predicted limit; charts.limit draws it in this colour too): outside the method palette
+REFERENCE_COLOR = "#b8860b"
 
 
 def metric_curves(points: pd.DataFrame, x: str = "ratio", y: str = "accuracy",
