@@ -17,7 +17,7 @@ from .style import PALETTE, styled
 from .sweep import REFERENCE_COLOR
 
 LIMIT_LABEL = "predicted limit (Zhang et al.)"
-REMOVED_AXIS = "removed fraction rho (of the prunable weights)"
+REMOVED_AXIS = "removed fraction ρ (of the prunable weights)"
 COLORS = {"actual": PALETTE[0], "theory": REFERENCE_COLOR, "trace": PALETTE[1], "collapse": PALETTE[3],
           "accuracy": PALETTE[0], "density": PALETTE[4], "ritz": PALETTE[5]}
 
@@ -40,9 +40,9 @@ def crossing_chart(frames: Frames) -> go.Figure:
     crossing (the predicted limit) marked, with the trace bound's curve and crossing."""
     curve, s = frames["curve"], _summary(frames)
     fig = go.Figure()
-    fig.add_scatter(x=curve["R"], y=curve["ratio"], name="actual: removed fraction rho at R(rho)", mode="lines",
+    fig.add_scatter(x=curve["R"], y=curve["ratio"], name="actual: removed fraction ρ at R(ρ)", mode="lines",
                     line=dict(color=COLORS["actual"], width=2),
-                    hovertemplate="R %{x:.4g}<br>rho %{y:.3f}<extra>actual</extra>")
+                    hovertemplate="R %{x:.4g}<br>ρ %{y:.3f}<extra>actual</extra>")
     fig.add_scatter(x=curve["R"], y=curve["gw"], name="theory: gw(R), SLQ", mode="lines",
                     line=dict(color=COLORS["theory"], width=2),
                     hovertemplate="R %{x:.4g}<br>gw %{y:.3f}<extra>theory</extra>")
@@ -50,16 +50,16 @@ def crossing_chart(frames: Frames) -> go.Figure:
         fig.add_scatter(x=curve["R"], y=curve["trace_gw"], name="trace bound: 1 / (1 + R² Tr(H) / (2εD))",
                         mode="lines", line=dict(color=COLORS["trace"], dash="dash"),
                         hovertemplate="R %{x:.4g}<br>%{y:.3f}<extra>trace bound</extra>")
-    points = [(s["R_at_limit"], s["predicted_limit"], f"rho* = {s['predicted_limit']:.3f}", COLORS["theory"])]
+    points = [(s["R_at_limit"], s["predicted_limit"], f"ρ* = {s['predicted_limit']:.3f}", COLORS["theory"])]
     if not math.isnan(s["trace_bound"]):
-        points.append((s["R_at_trace_bound"], s["trace_bound"], f"rho_tr = {s['trace_bound']:.3f}", COLORS["trace"]))
+        points.append((s["R_at_trace_bound"], s["trace_bound"], f"ρ_tr = {s['trace_bound']:.3f}", COLORS["trace"]))
     for r, rho, text, color in points:
         fig.add_scatter(x=[r], y=[rho], mode="markers+text", text=[text], textposition="top left",
                         marker=dict(size=11, color=color, line=dict(width=1.5, color="#222")), showlegend=False,
-                        hovertemplate="R %{x:.4g}<br>rho %{y:.3f}<extra>crossing</extra>")
+                        hovertemplate="R %{x:.4g}<br>ρ %{y:.3f}<extra>crossing</extra>")
     fig.update_xaxes(title_text="R = norm of the weights removed by global magnitude pruning")
     fig.update_yaxes(title_text=REMOVED_AXIS, range=[0, 1.02])
-    return styled(fig, f"Crossing rho = gw(R(rho)): predicted limit {s['predicted_limit']:.2f} removed "
+    return styled(fig, f"Crossing ρ = gw(R(ρ)): predicted limit {s['predicted_limit']:.2f} removed "
                        f"(ε = {s['epsilon']:.3g})", height=420)
 
 
@@ -105,8 +105,9 @@ def eigen_density_chart(frames: Frames) -> go.Figure:
                     mode="markers", marker=dict(color=COLORS["ritz"], size=7, symbol="diamond"), secondary_y=True,
                     hovertemplate="θ %{x:.4g}<br>τ %{y:.3g}<extra>Ritz value</extra>")
     fig.update_xaxes(title_text="eigenvalue of the Hessian on the prunable weights")
-    fig.update_yaxes(title_text="density (log)", type="log", secondary_y=False)
-    fig.update_yaxes(title_text="quadrature weight τ (log)", type="log", secondary_y=True, showgrid=False)
+    fig.update_yaxes(title_text="density (log)", type="log", exponentformat="power", secondary_y=False)
+    fig.update_yaxes(title_text="quadrature weight τ (log)", type="log", exponentformat="power", secondary_y=True,
+                     showgrid=False)
     return styled(fig, f"Eigenvalue density (SLQ, {int(s['lanczos_steps'])} Lanczos steps); "
                        f"negative mass {s['negative_mass']:.1%}", height=420)
 
