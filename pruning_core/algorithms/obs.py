@@ -216,8 +216,10 @@ def kiht_step(theta: torch.Tensor, grad: torch.Tensor, k: int, eta: torch.Tensor
 
 
 def newton_point(theta: torch.Tensor, grad: torch.Tensor, hinv: torch.Tensor) -> torch.Tensor:
-    """theta+ = theta - H^-1 g, batched: theta, grad (runs, d); hinv (runs, d, d) or (d, d)."""
-    return theta - (hinv @ grad.unsqueeze(-1)).squeeze(-1)
+    """theta+ = theta - H^-1 g, batched: theta, grad (runs, d); hinv (runs, d, d) or (d, d), symmetric (so
+    H^-1 g = g^T H^-1, computed as a row vector times a contiguous matrix: several times faster in torch than a
+    batched matrix times a column)."""
+    return theta - (grad.unsqueeze(-2) @ hinv).squeeze(-2)
 
 
 def iobs_step_topk(theta: torch.Tensor, grad: torch.Tensor, hinv: torch.Tensor, k: int) -> torch.Tensor:

@@ -60,13 +60,14 @@ def synthetic_recovery(d: int = 128, k_star: int = 16, n: int = 256, k: int = 64
         raise ValueError(f"need 0 < k* <= k <= d, n, steps, runs >= 1; got k*={k_star}, k={k}, d={d}, n={n}")
     theta_star, x, y = synthetic_problem(d, k_star, n, runs, noise, seed)
 
-    gram, xty = x.transpose(1, 2) @ x, (x.transpose(1, 2) @ y.unsqueeze(-1)).squeeze(-1)
+    xt = x.transpose(1, 2).contiguous()  # products as row vector @ contiguous matrix: the fast batched form
+    gram, xty = xt @ x, (xt @ y.unsqueeze(-1)).squeeze(-1)
     # H = 2 X^T X, the Hessian of the sum-of-squares loss; inverted by Cholesky (batched LU fails in torch 2.13's MKL)
     hinv = torch.cholesky_inverse(torch.linalg.cholesky(2.0 * gram))
     eta = 1.0 / torch.linalg.eigvalsh(2.0 * gram)[:, -1:]
 
     def grad(theta: torch.Tensor) -> torch.Tensor:
-        return 2.0 * ((gram @ theta.unsqueeze(-1)).squeeze(-1) - xty)
+        return 2.0 * ((theta.unsqueeze(1) @ gram).squeeze(1) - xty)  # gram is symmetric
 
     steppers = {"topk-iobs": lambda t: iobs_step_topk(t, grad(t), hinv, k),
                 "obs-iobs": lambda t: iobs_step_obs(t, grad(t), hinv, k),
@@ -81,7 +82,7 @@ def synthetic_recovery(d: int = 128, k_star: int = 16, n: int = 256, k: int = 64
             if t:
                 theta = step(theta)
             dist[t] = (theta - theta_star).norm(dim=1)
-            loss[t] = (y - (x @ theta.unsqueeze(-1)).squeeze(-1)).pow(2).sum(1)
+            loss[t] = (y - (theta.unsqueeze(1) @ xt).squeeze(1)).pow(2).sum(1)
             if should_stop is not None and t % 50 == 0 and should_stop():
                 done = t + 1
                 break
