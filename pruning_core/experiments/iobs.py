@@ -60,40 +60,40 @@ def synthetic_recovery(d: int = 128, k_star: int = 16, n: int = 256, k: int = 64
         raise ValueError(f"need 0 < k* <= k <= d, n, steps, runs >= 1; got k*={k_star}, k={k}, d={d}, n={n}")
     theta_star, x, y = synthetic_problem(d, k_star, n, runs, noise, seed)
 
-    xt = x.transpose(1, 2).contiguous()  # products as row vector @ contiguous matrix: the fast batched form
+    methods = len(SYNTHETIC_METHODS)
+    # all three methods advance together, stacked as (methods * runs) problems, so each step is one batched
+    # gradient and one batched loss for all of them; products as row vector @ contiguous matrix (the fast form)
+    xt = x.transpose(1, 2).contiguous()
     gram, xty = xt @ x, (xt @ y.unsqueeze(-1)).squeeze(-1)
     # H = 2 X^T X, the Hessian of the sum-of-squares loss; inverted by Cholesky (batched LU fails in torch 2.13's MKL)
     hinv = torch.cholesky_inverse(torch.linalg.cholesky(2.0 * gram))
     eta = 1.0 / torch.linalg.eigvalsh(2.0 * gram)[:, -1:]
-
-    def grad(theta: torch.Tensor) -> torch.Tensor:
-        return 2.0 * ((theta.unsqueeze(1) @ gram).squeeze(1) - xty)  # gram is symmetric
-
-    steppers = {"topk-iobs": lambda t: iobs_step_topk(t, grad(t), hinv, k),
-                "obs-iobs": lambda t: iobs_step_obs(t, grad(t), hinv, k),
-                "kiht": lambda t: kiht_step(t, grad(t), k, eta)}
+    xt_all, gram_all = xt.repeat(methods, 1, 1), gram.repeat(methods, 1, 1)
+    xty_all, y_all, star_all = xty.repeat(methods, 1), y.repeat(methods, 1), theta_star.repeat(methods, 1)
+    theta = torch.zeros(methods * runs, d, dtype=torch.float64)
+    dist = torch.empty(steps + 1, methods * runs, dtype=torch.float64)
+    loss = torch.empty(steps + 1, methods * runs, dtype=torch.float64)
+    done = steps + 1
+    for t in range(steps + 1):
+        if t:
+            grad = 2.0 * ((theta.unsqueeze(1) @ gram_all).squeeze(1) - xty_all)  # gram is symmetric
+            parts, grads = theta.split(runs), grad.split(runs)
+            theta = torch.cat([iobs_step_topk(parts[0], grads[0], hinv, k), iobs_step_obs(parts[1], grads[1], hinv, k),
+                               kiht_step(parts[2], grads[2], k, eta)])
+        dist[t] = (theta - star_all).norm(dim=1)
+        loss[t] = (y_all - (theta.unsqueeze(1) @ xt_all).squeeze(1)).pow(2).sum(1)
+        if should_stop is not None and t % 50 == 0 and should_stop():
+            done = t + 1
+            break
     frames = []
-    for method, step in steppers.items():
-        theta = torch.zeros(runs, d, dtype=torch.float64)
-        dist = torch.empty(steps + 1, runs, dtype=torch.float64)
-        loss = torch.empty(steps + 1, runs, dtype=torch.float64)
-        done = steps + 1
-        for t in range(steps + 1):
-            if t:
-                theta = step(theta)
-            dist[t] = (theta - theta_star).norm(dim=1)
-            loss[t] = (y - (theta.unsqueeze(1) @ xt).squeeze(1)).pow(2).sum(1)
-            if should_stop is not None and t % 50 == 0 and should_stop():
-                done = t + 1
-                break
+    for i, method in enumerate(SYNTHETIC_METHODS):
         frame = {"method": method, "noise": noise, "step": np.arange(done)}
-        for name, values in (("distance", dist[:done]), ("loss", loss[:done])):
+        for name, values in (("distance", dist[:done, i * runs:(i + 1) * runs]),
+                             ("loss", loss[:done, i * runs:(i + 1) * runs])):
             frame[name] = values.mean(1).numpy()
             frame[f"{name}_q10"] = torch.quantile(values, 0.1, dim=1).numpy()
             frame[f"{name}_q90"] = torch.quantile(values, 0.9, dim=1).numpy()
         frames.append(pd.DataFrame(frame))
-        if done <= steps:
-            break
     return pd.concat(frames, ignore_index=True)
 
 
