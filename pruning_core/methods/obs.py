@@ -172,6 +172,11 @@ def project(problems: dict[str, LayerProblem], ratio: float | dict[str, float], 
             if n is not None and n < m:
                 dense.append(name)
             continue
+        if r >= 1.0:  # global magnitude's allocation can empty a layer: nothing is left to correct
+            masks[name] = torch.zeros(p.shape, dtype=torch.bool, device=p.device)
+            corrections[name] = torch.zeros(p.shape, dtype=p.dtype, device=p.device)
+            errors[name] = 1.0
+            continue
         w, keep = sparsegpt_prune(p.weight, p.factor, r, scope, (n, m) if n is not None else None, blocksize)
         if exact_refit:
             w = refit(p.weight, dampen(p.hessian, damp), keep)

@@ -26,7 +26,7 @@ from pruning_core.algorithms.obs import (
 from pruning_core.checks.iobs import accuracy_verdicts, synthetic_verdict
 from pruning_core.experiments.iobs import iobs_rounds, synthetic_recovery
 from pruning_core.methods.magnitude import SPECS as MAGNITUDE
-from pruning_core.methods.obs import SPECS, OBSPruning, layer_inputs_matrix
+from pruning_core.methods.obs import SPECS, OBSPruning, layer_inputs_matrix, project
 from pruning_core.plan import PlanError
 
 SPEC = {s.key: s for s in SPECS + MAGNITUDE}
@@ -213,6 +213,14 @@ def test_obs_beats_magnitude_at_90_and_95_percent_without_fine_tuning(demo_workb
         uniform, layer = make_method("obs").prepare(wb), make_method("magnitude-layer").prepare(wb)
         for ratio in (0.9, 0.95):
             assert wb.evaluate_plan(uniform.plan(ratio)).accuracy > wb.evaluate_plan(layer.plan(ratio)).accuracy
+
+
+def test_a_layer_that_global_allocation_empties_is_zeroed_not_an_error(demo_workbenches):
+    method = make_method("obs").prepare(demo_workbenches["digits-mlp"])
+    ratios = {name: 0.5 for name in method.problems} | {"fc2.weight": 1.0}
+    masks, corrections, details = project(method.problems, ratios)
+    assert not bool(masks["fc2.weight"].any()) and bool((corrections["fc2.weight"] == 0).all())
+    assert abs(float(masks["fc1.weight"].float().mean()) - 0.5) < 1e-6 and details["relative_error"]["fc2.weight"] == 1
 
 
 def test_the_rounds_start_from_one_shot_sparsegpt_and_mark_the_best(demo_workbenches):
