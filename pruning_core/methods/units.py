@@ -41,6 +41,7 @@ from .base import Method, MethodSpec
 SCHEDULES = ("dense", "sequential")
 FINETUNE = {"lr": 0.01, "weight_decay": 5e-4, "batch_size": 64, "optimizer": "sgd"}
 FINAL_EPOCHS = 3
+TUNED_CACHE = 8  # fine-tuned plans kept per method instance (each holds a copy of the model's tensors)
 
 UNIT_NEEDS = ("weights", "channel groups", "units", "calibration activations")
 UNITS_RATIO = ("ratio counts the units' hidden channels, which are a subset of the model's groups; the other "
@@ -71,6 +72,7 @@ class UnitChannels(Method):
 
     def _prepare(self, wb: Workbench) -> None:
         self.units = require_units(wb, self.label)
+        self._tuned: dict[tuple[int, ...], tuple] = {}
 
     @abstractmethod
     def kept_channels(self, counts: tuple[int, ...]) -> tuple[dict[str, torch.Tensor], dict]:
@@ -87,7 +89,11 @@ class UnitChannels(Method):
     def _plan(self, ratio: float) -> Plan:
         counts = tuple(kept_count(u.size, ratio) for u in self.units)
         if self.schedule == "sequential":
-            pruned, corrections, details = self.finetuned(counts)
+            if counts not in self._tuned:  # deterministic for the counts: a sweep or a repeated ratio trains once
+                if len(self._tuned) >= TUNED_CACHE:
+                    self._tuned.pop(next(iter(self._tuned)))
+                self._tuned[counts] = self.finetuned(counts)
+            pruned, corrections, details = (dict(part) for part in self._tuned[counts])
         else:
             kept, details = self.kept_channels(counts)
             pruned, corrections = {}, {}
