@@ -253,6 +253,13 @@ def test_bad_epsilon_is_refused(bad):
         check_epsilon(bad)
 
 
+def test_bad_weights_are_refused():
+    with pytest.raises(LimitError, match="NaN"):
+        RemovedNorm.of(torch.tensor([1.0, float("nan")]))
+    with pytest.raises(LimitError, match="no prunable weights"):
+        RemovedNorm.of(torch.zeros(0))
+
+
 # ----- the estimate on a demo model --------------------------------------------------------------------------------
 def test_estimate_on_the_residual_cnn(demo_workbenches, capsys):
     """The whole estimate on digits-resnet with its defaults; its time is printed (not asserted: the machine is
