@@ -94,7 +94,8 @@ class ISpaSP(UnitChannels):
 
 SPECS = [
     MethodSpec("ispasp", "i-SpaSP (structured, Wolfe & Kyrillidis 2022)", "structured", ISpaSP,
-               {"iterations": 20, "signed": True, "schedule": "sequential"},
+               {"iterations": 20, "signed": True, "schedule": "sequential", "block_epochs": 1,
+                "final_epochs": FINAL_EPOCHS},
                "Sparse-signal-recovery pruning of each two-layer unit's hidden channels: the output residual's "
                "gradient proposes candidates, the dense activation keeps s of them; units in forward order, one "
                "epoch of fine-tuning after each and 3 at the end (the paper's pipeline).",
@@ -106,7 +107,8 @@ SPECS = [
                paper=PAPER, needs=UNIT_NEEDS, exempt={"kept-fraction": UNITS_RATIO},
                short_label="i-SpaSP (dense, no fine-tuning)"),
     MethodSpec("ispasp-abs", "i-SpaSP with |proxy| (structured)", "structured", ISpaSP,
-               {"iterations": 20, "signed": False, "schedule": "sequential"},
+               {"iterations": 20, "signed": False, "schedule": "sequential", "block_epochs": 1,
+                "final_epochs": FINAL_EPOCHS},
                "i-SpaSP ranking candidates by |proxy| (textbook CoSaMP) instead of the official signed proxy.",
                paper=PAPER, needs=UNIT_NEEDS, exempt={"kept-fraction": UNITS_RATIO},
                short_label="i-SpaSP (|proxy|)"),

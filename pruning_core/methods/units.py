@@ -198,14 +198,16 @@ class UnitGroupMagnitude(RankedUnits):
 
 
 SPECS = [
-    MethodSpec("unit-group-l1", "Group L1 on hidden units (structured)", "structured", UnitGroupMagnitude, {},
+    MethodSpec("unit-group-l1", "Group L1 on hidden units (structured)", "structured", UnitGroupMagnitude,
+               {"schedule": "dense"},
                "Magnitude (group L1) restricted to the hidden channels ID and i-SpaSP prune; their baseline.",
                needs=("weights", "channel groups", "units"), exempt={"kept-fraction": UNITS_RATIO},
                short_label="Group L1 magnitude (same units)"),
-    MethodSpec("activation-magnitude", "Activation magnitude (hidden units)", "structured", ActivationMagnitude, {},
+    MethodSpec("activation-magnitude", "Activation magnitude (hidden units)", "structured", ActivationMagnitude,
+               {"schedule": "dense"},
                "Each two-layer unit keeps the channels with the largest mean calibration activation.",
                needs=UNIT_NEEDS, exempt={"kept-fraction": UNITS_RATIO}, short_label="activation magnitude"),
-    MethodSpec("random-units", "Random (hidden units)", "structured", RandomUnits, {},
+    MethodSpec("random-units", "Random (hidden units)", "structured", RandomUnits, {"schedule": "dense"},
                "Uniformly random channels of each two-layer unit, at i-SpaSP's kept counts; the baseline.",
                needs=("channel groups", "units"), exempt={"kept-fraction": UNITS_RATIO}, short_label="random units"),
 ]
