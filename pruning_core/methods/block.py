@@ -164,6 +164,9 @@ def _requires_trainable_blocks(wb: Workbench) -> str | None:
     return _requires_blocks(wb)
 
 
+# every setting in the spec, so a plan made with other settings is named as a variant ("seqattn[epochs=20]")
+TRAINED_DEFAULTS = {"block": DEFAULT_BLOCK, "min_blocks": MIN_BLOCKS, "epochs": 6, "finetune_epochs": 2, "lr": 1e-3,
+                    "cycles": 3, "c": SCHEDULE_C}
 _NOTE = " Ratio = fraction of blocks removed in every pruned layer; layers with fewer than 100 blocks stay dense."
 SPECS = [
     MethodSpec("block-magnitude", "Block magnitude, 4x4 blocks per layer (unstructured)", "unstructured",
@@ -173,14 +176,14 @@ SPECS = [
                paper=PAPER, requires=_requires_blocks, exempt={"kept-fraction": KEPT_FRACTION},
                short_label="Block magnitude (one-shot)"),
     MethodSpec("seqattn", "SequentialAttention++, 4x4 blocks (trains, Yasuda et al. 2024)", "unstructured",
-               TrainedBlockSparsity, {"procedure": "seqattn", "block": DEFAULT_BLOCK, "min_blocks": MIN_BLOCKS},
+               TrainedBlockSparsity, {"procedure": "seqattn", **TRAINED_DEFAULTS},
                "Trains with one softmax attention logit per block (A = N softmax(L) scales W): dense, then "
                "sparsify (exponential schedule, c = 4, lowest A first) / sparse / dense cycles, then a fine-tune of "
                "the folded weights; every plan trains (6 + 2 epochs)." + _NOTE,
                paper=PAPER, needs=("weights", "training"), requires=_requires_trainable_blocks,
                exempt={"kept-fraction": KEPT_FRACTION}, short_label="SA++"),
     MethodSpec("acdc", "ACDC, 4x4 blocks by magnitude (trains)", "unstructured", TrainedBlockSparsity,
-               {"procedure": "acdc", "block": DEFAULT_BLOCK, "min_blocks": MIN_BLOCKS},
+               {"procedure": "acdc", **TRAINED_DEFAULTS},
                "Trains alternating dense and sparse phases, the sparse support the top blocks by L2 norm at each "
                "sparse phase's start, then a fine-tune; every plan trains (6 + 2 epochs). The baseline of "
                "SequentialAttention++." + _NOTE,
