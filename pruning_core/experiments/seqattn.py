@@ -172,9 +172,8 @@ def run_block_sparsification(wb: Workbench, procedure: str = "seqattn", sparsity
     steps = cfg["epochs"] * per_epoch
     total_steps = steps + cfg["finetune_epochs"] * per_epoch
     eval_every = eval_every or per_epoch
-    schedule_kind = "acdc" if procedure == "block-magnitude" else procedure
     phases = ([Phase("sparse", 0, total_steps)] if procedure == "block-magnitude"
-              else training_phases(schedule_kind, steps, cfg["cycles"]))
+              else training_phases(procedure, steps, cfg["cycles"]))
     run = BlockRun(procedure, cfg["sparsity"], cfg, phases, skipped)
     model = trainable_copy(wb.model)
     params = dict(model.named_parameters())
