@@ -244,7 +244,7 @@ def figures(report: CheckReport, dense_accuracy: float | None = None) -> list[di
     frames, rows, row = report.frames, [], {}
     if len(frames.get("schedule", [])):
         row["schedule"] = charts.sparsity_schedule(frames["schedule"])
-    if len(frames.get("accuracy", [])):
+    if len(frames.get("accuracy", [])) and frames["accuracy"].procedure.nunique() > 1:  # a comparison, not one run
         row["accuracy"] = charts.accuracy_by_sparsity(frames["accuracy"], dense_accuracy=dense_accuracy)
     if row:
         rows.append(row)
