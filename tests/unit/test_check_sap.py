@@ -82,6 +82,20 @@ def test_the_rule_self_test_catches_a_wrong_count(demo_workbenches):
     assert rule_result(rule.assign(removed=rule.removed - 1), []).agrees is False
 
 
+def test_small_models_train_on_one_thread_and_the_count_is_restored(demo_workbenches):
+    from pruning_core.checks.sap import threads_for
+
+    torch.set_num_threads(2)
+    try:
+        with threads_for(demo_workbenches["digits-mlp"]):
+            assert torch.get_num_threads() == 1
+        assert torch.get_num_threads() == 2
+        with threads_for(demo_workbenches["digits-cnn"]):  # a conv model keeps both threads
+            assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(1)
+
+
 def test_weight_decay_accumulates_one_per_round_under_the_training_schedule():
     """Independent of ``weight_decay_for``: step torch's cosine schedule per epoch and sum lr x wd over the
     steps of one round."""
