@@ -19,6 +19,7 @@ from ..methods.block import DEFAULT_BLOCK, pruned_layers
 from ..plan import PlanError
 from ..workbench import Workbench
 from .base import Check, CheckReport, CheckResult
+from .sap import threads_for
 
 PAPER = "Yasuda et al., SequentialAttention++ (NeurIPS 2024, arXiv 2402.17902)"
 CLAIM_MODELS = ("digits-mlp",)  # the training claim runs here by default (the paper's Criteo MLP analogue)
@@ -66,6 +67,11 @@ def paper_check(wb: Workbench, quick: bool = False, progress: Progress = None, s
     Frames: ``accuracy`` (procedure, sparsity, seed, accuracy, realised_sparsity, seconds), ``schedule`` (procedure,
     step, phase, scheduled, block_sparsity, loss, accuracy; ACDC's from its seed-0 run or, without one, its
     schedule alone), ``attention`` (layer, row, col, attention, kept) for the largest pruned layer."""
+    with threads_for(wb):  # the project's rule: one torch thread while training a model as small as the digits MLP
+        return _run(wb, quick, progress, should_stop, long)
+
+
+def _run(wb: Workbench, quick: bool, progress: Progress, should_stop: ShouldStop, long: bool) -> CheckReport:
     start = time.perf_counter()
     report = CheckReport("seqattn")
     mode = "long" if long else ("quick" if quick else "default")
