@@ -71,6 +71,8 @@ def test_the_comparison_claims_can_say_yes_and_no():
         remaining=lambda f: f.remaining.where(f.scope != "neuron", 0.3)))
     assert b.agrees is False  # one scope decided against the claim is enough to say no
     assert [r.agrees for r in judge(pd.DataFrame(), ran=False)] == [None, None]
+    b, c = judge(_matched({"neuron": 0.915, "layer": 0.95, "global": 0.905}))  # within one point: level
+    assert (b.agrees, c.agrees) == (None, None)
 
 
 def test_the_rule_self_test_catches_a_wrong_count(demo_workbenches):
