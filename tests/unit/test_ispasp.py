@@ -367,6 +367,7 @@ def test_the_model_claim_can_fail():
         return pd.DataFrame(rows)
 
     assert accuracy_verdict(frame([0.91, 0.61])).agrees is False  # level with random's mean
+    assert accuracy_verdict(frame([0.92, 0.61])).agrees is False  # half a point ahead: within the margin
     assert accuracy_verdict(frame([0.95, 0.75])).agrees is True
 
 
