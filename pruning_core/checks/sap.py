@@ -55,7 +55,7 @@ LEVEL = 0.01
 RULE_TOLERANCE = 1.0 + 1e-9  # |c_t - d_t * PQI_t| <= 1 weight: floor() plus float round-off in ceil()
 RULE_ROUNDS = 5  # prune-only rounds of the self-test, in every scope, on the trained weights
 LONG = ("SAP's 30 rounds (rewind, retrain 25 epochs) for SAP(0.5,1), SAP(1,2) and both 20% baselines in every "
-        "scope on any model: about 1 min on the digits MLP, 12 min on the CNN and 25 min on the residual CNN "
+        "scope on any model: about 1 min on the digits MLP, 8 min on the CNN (measured) and 20 min on the residual CNN "
         "(2 CPU cores)")
 
 
@@ -162,7 +162,7 @@ def paper_check(wb: Workbench, quick: bool = False, progress: Progress = None,
     (``weight_decay_for``). Rounds and
     budget (``BUDGETS``): quick 12 rounds, default and ``long`` 30 (the paper's T for MLP and CNN); the
     comparison runs only when its training FLOPs fit the mode's budget (default: the digits MLP, about 1 min;
-    ``long``: any model, about 12 min on the digits CNN). Results:
+    ``long``: any model, about 8 min on the digits CNN). Results:
 
     * self-test: with p = 0.5, q = 1, eta_r = 0, gamma = 1, SAP prunes a PQI-sized fraction: in every round and
       scope unit |c_t - d_t min(PQI_t, beta)| <= 1 and exactly c_t weights are removed (``rule_self_test`` on
@@ -328,6 +328,6 @@ CHECK = Check(
     "Nesterov, gradient clipping, weight decay accumulating about 1 per round). The PQI plots and the SAP loop "
     "itself are on the **Sparsity** screen; this tab runs the paper's comparison with the 20%-per-round "
     "baselines in three scopes. By default it runs where it fits the budget (the digits MLP, 30 rounds, about "
-    "1 min); the long version runs it on any model (about 12 min on the digits CNN). Pressing anything on the "
+    "1 min); the long version runs it on any model (about 8 min on the digits CNN). Pressing anything on the "
     "page while it runs cancels it.",
     paper_check, figures, long=LONG)
