@@ -91,7 +91,8 @@ def naive_plan(wb: Workbench, ratio: float, schedule: str, iterations: int) -> d
 
 
 def ours_plan(wb: Workbench, ratio: float, schedule: str, iterations: int) -> dict[str, list[int]]:
-    plan = ISpaSP(iterations=iterations, schedule=schedule).prepare(wb).plan(ratio)
+    # the selection alone: the paper's per-unit fine-tunes are left out, so both sides see the same network
+    plan = ISpaSP(iterations=iterations, schedule=schedule, block_epochs=0, final_epochs=0).prepare(wb).plan(ratio)
     out = {}
     for u in wb.units:
         keep = torch.ones(u.size, dtype=torch.bool)

@@ -106,7 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--quick", action="store_true", help="the smaller versions the tests run (about 2 min for "
                        "every check on the three demo models, 2 CPU cores; the default takes up to 10 min)")
     check.add_argument("--long", action="store_true", help="the longer, fuller reproductions: " + "; ".join(
-        f"{k}: {c.long}" for k, c in CHECKS.items() if c.long))
+        f"{k}: {c.long}" for k, c in CHECKS.items() if c.long).replace("%", "%%"))  # argparse formats help with %
     check.add_argument("--json", type=Path, help="also write the results (and timings) to this JSON file")
     return parser
 

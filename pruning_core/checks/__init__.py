@@ -1,6 +1,7 @@
 """Paper checks: each research method reproduces its paper's qualitative claims on our models and says whether
-our run agrees. One file per paper (``id``, ``ispasp``, ``sap``), each defining a ``CHECK``; ``CHECKS`` is assembled
-from them and both ``python -m pruning_core check`` and the Methods screen iterate it.
+our run agrees. One file per paper (``sap``, ``id``, ``ispasp``, ``seqattn``, ``limit``, ``iobs``), each defining
+a ``CHECK``; ``CHECKS`` is assembled from them and both ``python -m pruning_core check`` and the Methods screen
+iterate it.
 
 A check's ``run`` is ``(wb, quick=False, progress=None, should_stop=None) -> CheckReport``:
 

@@ -99,7 +99,8 @@ SPECS = [
                "Sparse-signal-recovery pruning of each two-layer unit's hidden channels: the output residual's "
                "gradient proposes candidates, the dense activation keeps s of them; units in forward order, one "
                "epoch of fine-tuning after each and 3 at the end (the paper's pipeline).",
-               paper=PAPER, needs=UNIT_NEEDS, exempt={"kept-fraction": UNITS_RATIO}, short_label="i-SpaSP"),
+               paper=PAPER, needs=(*UNIT_NEEDS, "training"), exempt={"kept-fraction": UNITS_RATIO},
+               short_label="i-SpaSP"),
     MethodSpec("ispasp-dense", "i-SpaSP, dense schedule without fine-tuning (structured, variant)", "structured",
                ISpaSP, {"iterations": 20, "signed": True, "schedule": "dense"},
                "i-SpaSP choosing every unit on the dense network and keeping the dense weights, no training: a "
@@ -110,6 +111,6 @@ SPECS = [
                {"iterations": 20, "signed": False, "schedule": "sequential", "block_epochs": 1,
                 "final_epochs": FINAL_EPOCHS},
                "i-SpaSP ranking candidates by |proxy| (textbook CoSaMP) instead of the official signed proxy.",
-               paper=PAPER, needs=UNIT_NEEDS, exempt={"kept-fraction": UNITS_RATIO},
+               paper=PAPER, needs=(*UNIT_NEEDS, "training"), exempt={"kept-fraction": UNITS_RATIO},
                short_label="i-SpaSP (|proxy|)"),
 ]

@@ -89,9 +89,12 @@ def test_torchscript_model_falls_back_to_unstructured_views(app, figures, state)
     at.switch_page("pages/sweep.py").run()
     from pruning_core import REGISTRY
 
-    # exactly the unstructured methods: no channel groups (and no two-layer units) in a TorchScript module
-    assert at.multiselect(key="_sweep_methods").options == [
-        s.label for s in REGISTRY.values() if s.granularity == "unstructured"]
+    # exactly the unstructured methods that can run here: no channel groups (and no two-layer units) in a
+    # TorchScript module, and no method that must reach inside its forward (block attention)
+    wb = state(at).workbench
+    offered = [s.label for s in REGISTRY.values() if s.granularity == "unstructured" and s.unavailable(wb) is None]
+    assert at.multiselect(key="_sweep_methods").options == offered
+    assert {s.granularity for s in REGISTRY.values() if s.label in offered} == {"unstructured"}
     assert "Magnitude, global (unstructured)" in at.multiselect(key="_sweep_methods").options
     at.text_input(key="_sweep_list").set_value("0, 0.5")
     at = at.button[0].click().run()
