@@ -7,7 +7,7 @@ No tensor math here: every number comes from ``pruning_core``.
   widgets     values that outlive their page (``keep``, ``bind``), the shared plan picker, ratio lists
   uploads     files the browser refuses, watched and named
   plans       which methods the model can use, prepared once, and the plan choice
-  runners     long jobs with progress that keep what finished (the live sweep)
+  runners     long jobs with progress that keep what finished (the live sweep, a paper check)
   limit       the predicted limit of pruning (Zhang et al.): settings, an estimate per model, its summary
   sidebar     the shared sidebar
   formatting  numbers, names from the person's machine, errors
@@ -20,7 +20,7 @@ from pruning_core.models import ARCHITECTURES
 from .formatting import fmt_bytes, fmt_count, plain, show_error
 from .limit import limit_controls
 from .plans import available_methods, choice, method_label, plan_for, prepared, structured_note
-from .runners import run_sweep_live
+from .runners import run_check_live, run_sweep_live
 from .sidebar import render_sidebar
 from .sources import (
     ARCHITECTURE_CHOICES,
@@ -67,6 +67,7 @@ __all__ = [
     "bind", "builtin_model", "bundled_digits", "choice", "ensure_session", "fmt_bytes", "fmt_count",
     "forget_refused", "has_state", "install_workbench", "keep", "limit_controls", "method_label", "note_refused",
     "open_workbench", "parse_ratios", "plain", "plan_for", "plan_picker", "prepared", "refused_upload",
-    "render_sidebar", "require_session", "run_sweep_live", "show_error", "state", "structured_note", "upload_limit_mb",
+    "render_sidebar", "require_session", "run_check_live", "run_sweep_live", "show_error", "state", "structured_note",
+    "upload_limit_mb",
     "uploader_key", "watch_uploads", "workbench",
 ]

@@ -1,7 +1,9 @@
 """Long jobs run inside a page: progress as they go, and what finished kept when they are stopped.
 
 A click anywhere stops a running script between two steps; each job therefore stores its record in the
-session's state before its first step and appends every result as it arrives.
+session's state before its first step and appends every result as it arrives (the live sweep), or catches the
+stop at its progress bar, asks the job to stop at its next step and stores what the job returns before the
+page reruns (a paper check).
 """
 
 from __future__ import annotations
@@ -9,8 +11,9 @@ from __future__ import annotations
 import time
 
 import streamlit as st
+from streamlit.runtime.scriptrunner_utils.exceptions import ScriptControlException
 
-from pruning_core import sweep
+from pruning_core import checks, sweep
 
 from .plans import method_label
 from .state import SweepRecord, SweepSettings, state
@@ -41,3 +44,38 @@ def run_sweep_live(methods: list[str], ratios: list[float], structured: str) -> 
         status.update(label=f"Sweep finished: {len(record.points)} points in "
                       f"{time.perf_counter() - start:.1f} s", state="complete", expanded=False)
     return record
+
+
+def run_check_live(key: str, wb, quick: bool, long: bool = False
+                   ) -> tuple[dict, ScriptControlException | None]:
+    """Run one paper check with a progress bar. Returns its entry: ``report`` (a ``CheckReport``, incomplete when
+    stopped), ``error`` (what the check raised: a model without two-layer units, a failing library), ``stopped``
+    and the ``quick``/``long`` settings; and the held-back stop, if the person clicked while it ran.
+
+    A click makes Streamlit stop the script at its next element call, here the progress bar. That stop is held
+    back: the check is told to stop (``should_stop``, polled between its steps) and returns what finished. The
+    page keeps the entry and then raises the stop, so the rerun shows what was kept."""
+    bar = st.progress(0.0, text=f"Running the {checks.CHECKS[key].title} check…")
+    held: list[ScriptControlException] = []
+
+    def progress(fraction: float, text: str) -> None:
+        if held:
+            return
+        try:
+            bar.progress(min(max(float(fraction), 0.0), 1.0), text=text)
+        except ScriptControlException as stop:  # a click: finish the current step, keep what is done
+            held.append(stop)
+
+    entry = {"report": None, "quick": quick, "long": long, "error": None}
+    try:
+        entry["report"] = checks.run_check(key, wb, quick=quick, progress=progress, should_stop=lambda: bool(held),
+                                           long=long)
+    except Exception as e:  # keep the page working; the page shows the error
+        entry["error"] = e
+    if not held:
+        try:
+            bar.empty()
+        except ScriptControlException as stop:
+            held.append(stop)
+    entry["stopped"] = bool(held)
+    return entry, (held[0] if held else None)

@@ -45,21 +45,13 @@ def verdict_table(results: list[checks.CheckResult], kind: str = "claim") -> str
 
 
 def run(key: str, quick: bool, long: bool = False) -> None:
-    """Run one check with a progress bar; the outcome (report or error) is remembered per model, so a check
-    that cannot run on this model is not retried on every rerun."""
-    bar = st.progress(0.0, text=f"Running the {checks.CHECKS[key].title} check…")
-
-    def progress(fraction: float, text: str) -> None:
-        bar.progress(min(max(float(fraction), 0.0), 1.0), text=text)
-
-    entry = {"report": None, "quick": quick, "long": long, "error": None}
-    try:
-        entry["report"] = checks.run_check(key, wb, quick=quick, progress=progress, long=long)
-    except Exception as e:  # a model without two-layer units, a failing library: say so, keep the page working
-        entry["error"] = e
-    finally:
-        bar.empty()
+    """Run one check with a progress bar; the outcome (report, partial report or error) is remembered per
+    model, so a check that cannot run on this model is not retried on every rerun, and a click during a run
+    keeps what finished."""
+    entry, stop = ui.run_check_live(key, wb, quick, long)
     store[(ss["wb_key"], key)] = entry
+    if stop is not None:
+        raise stop  # the click that stopped the run: Streamlit reruns the page, which shows what was kept
 
 
 def draw(check: checks.Check, report: checks.CheckReport) -> None:
@@ -104,7 +96,6 @@ for tab, (key, check) in zip(tabs, checks.CHECKS.items(), strict=True):
                 st.markdown(TITLES[kind])
                 st.markdown(verdict_table(part, kind))
         version = "Long" if entry.get("long") else "Quick" if entry["quick"] else "Full"
-        st.caption(f"{version} check, {report.seconds:.1f} s on {wb.device}. "
-                   + " ".join(report.notes) + (" The run was stopped before the end." if not report.complete
-                                                else ""))
+        stopped = "" if report.complete else " The run was stopped before the end; what finished is shown."
+        st.caption(f"{version} check, {report.seconds:.1f} s on {wb.device}. " + " ".join(report.notes) + stopped)
         draw(check, report)
