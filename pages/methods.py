@@ -11,6 +11,7 @@ st.title("Methods")
 ss = st.session_state
 wb = ui.workbench()
 store = ss.setdefault("checks", {})  # (workbench identity, check key) -> CheckReport
+stopped_runs = ss.setdefault("checks_stopped", {})  # check key -> True after a click stopped its run
 st.caption("Every check runs on the model and data loaded now, without fine-tuning unless it says so. "
            "A **no** is a finding about this model, not an error: the papers' claims were made on other "
            "models and data. Ratio is always the fraction **removed**.")
@@ -48,10 +49,30 @@ def run(key: str, quick: bool, long: bool = False) -> None:
     """Run one check with a progress bar; the outcome (report, partial report or error) is remembered per
     model, so a check that cannot run on this model is not retried on every rerun, and a click during a run
     keeps what finished."""
-    entry, stop = ui.run_check_live(key, wb, quick, long)
-    store[(ss["wb_key"], key)] = entry
+    # After a click stopped the run, every session-state access raises Streamlit's stop again: the slot and the
+    # markers are plain dicts taken from the state before the run
+    slot = (ss["wb_key"], key)
+    running = store[slot] = {"running": True}  # until the run returns; a rerun that starts before then waits
+    try:
+        entry, stop = ui.run_check_live(key, wb, quick, long)
+    finally:
+        if store.get(slot) is running:  # nothing came back (the thread was torn down): never wait for it
+            store[slot] = {"report": None, "quick": quick, "long": long, "error": RuntimeError("interrupted")}
+    store[slot] = entry
     if stop is not None:
-        raise stop  # the click that stopped the run: Streamlit reruns the page, which shows what was kept
+        # a rerun the click asks for may replay the press that started the run: marked, that replay shows what
+        # was kept instead of starting the check again
+        stopped_runs[key] = True
+        raise stop  # Streamlit goes on with the click, and the page shows what was kept
+
+
+@st.fragment(run_every=1.0)
+def wait_for_stopped_run(slot: tuple) -> None:
+    """A click stops a running check, and Streamlit may start the page again before the stopped run has
+    finished its current step and handed back what it has: poll until it has, then draw the page again."""
+    if not store.get(slot, {}).get("running"):
+        st.rerun()
+    st.info("Stopping the check after its current step; what finished will show here.")
 
 
 def draw(check: checks.Check, report: checks.CheckReport) -> None:
@@ -69,6 +90,9 @@ for tab, (key, check) in zip(tabs, checks.CHECKS.items(), strict=True):
     with tab:
         st.markdown(check.about)
         entry = store.get((ss["wb_key"], key))
+        if entry is not None and entry.get("running"):
+            wait_for_stopped_run((ss["wb_key"], key))
+            continue
         c1, c2 = st.columns([1, 3])
         quick = c2.toggle("Quick version (fewer points; what the tests run)", **ui.keep(f"check_quick_{key}", True))
         long = bool(check.long) and c2.toggle(f"Long version: {check.long}", **ui.keep(f"check_long_{key}", False))
@@ -76,8 +100,9 @@ for tab, (key, check) in zip(tabs, checks.CHECKS.items(), strict=True):
         if entry is None and check.auto:
             run(key, quick)
             entry = store[(ss["wb_key"], key)]
+        replayed = stopped_runs.pop(key, False)  # this run follows a click that stopped the check
         if c1.button("Run the check" if entry is None else "Run it again", key=f"run_check_{key}",
-                     type="primary" if entry is None else "secondary"):
+                     type="primary" if entry is None else "secondary") and not replayed:
             run(key, quick, long)
             entry = store[(ss["wb_key"], key)]
         if entry is None:

@@ -98,14 +98,51 @@ def test_methods_page_shows_claims_verdicts_and_plots(page):
     panel.get_by_test_id("stPlotlyChart").first.wait_for(timeout=120_000)
     wait_for_app_run(page)
     assert panel.get_by_test_id("stPlotlyChart").count() == 2
-    assert panel.locator("table").count() == 1 and "agrees" in panel.locator("table").inner_text()
+    tables = panel.locator("table")  # claims, then self-tests, then descriptions, each its own table
+    assert tables.count() == 3 and "agrees" in tables.nth(0).inner_text() and "holds" in tables.nth(1).inner_text()
     assert not page.get_by_test_id("stException").count()
     page.screenshot(path=str(ARTIFACTS / "methods_id.png"), full_page=True)
     page.get_by_role("tab", name="i-SpaSP (Wolfe & Kyrillidis, 2022)").click()
     panel = page.get_by_role("tabpanel").filter(has_text="CoSaMP")
     panel.get_by_test_id("stPlotlyChart").first.wait_for(timeout=60_000)
-    assert panel.get_by_test_id("stPlotlyChart").count() == 3
+    # the synthetic figure; the residual by iteration; accuracy after the fine-tuning and without it
+    assert panel.get_by_test_id("stPlotlyChart").count() == 4
     page.screenshot(path=str(ARTIFACTS / "methods_ispasp.png"), full_page=True)
+    assert page.off_host == []
+
+
+def test_methods_page_runs_the_new_checks_and_a_click_keeps_what_finished(page):
+    """SA++, the fundamental limit and I-OBS run from their tabs (quick) and draw their figures; a run stopped by
+    a click keeps its finished part, says so, and is not started again by Streamlit's replay of the press."""
+    _goto(page, "Methods")
+    for title, text, figures in (("SequentialAttention++ block sparsification (Yasuda et al., 2024)", "4x4 block", 1),
+                                 ("Fundamental limit of pruning (Zhang et al., 2024)", "one-shot global magnitude", 2),
+                                 ("I-OBS (Wu et al., 2024)", "sparse pattern", 2)):
+        page.get_by_role("tab", name=title).click()
+        panel = page.get_by_role("tabpanel").filter(has_text=text)
+        panel.get_by_role("button", name="Run the check").click()
+        panel.get_by_test_id("stPlotlyChart").first.wait_for(timeout=180_000)
+        wait_for_app_run(page)
+        assert panel.get_by_test_id("stPlotlyChart").count() >= figures, title
+        assert "Self-tests" in panel.inner_text() and "claims:" in panel.inner_text(), title
+        assert not page.get_by_test_id("stException").count(), title
+        page.screenshot(path=str(ARTIFACTS / f"methods_{title.split()[0].lower()}.png"), full_page=True)
+    # the full i-SpaSP check fine-tunes for tens of seconds: click while it runs, keep what finished
+    page.get_by_role("tab", name="i-SpaSP (Wolfe & Kyrillidis, 2022)").click()
+    panel = page.get_by_role("tabpanel").filter(has_text="CoSaMP")
+    panel.get_by_test_id("stPlotlyChart").first.wait_for(timeout=120_000)
+    wait_for_app_run(page)
+    panel.get_by_text("Quick version").click()  # off: the full check
+    wait_for_app_run(page)
+    panel.get_by_role("button", name="Run it again").click()
+    page.get_by_test_id("stProgress").first.wait_for(timeout=60_000)
+    page.wait_for_timeout(3_000)
+    panel.get_by_text("Quick version").click()  # any click stops the running script
+    page.get_by_text("stopped before the end").first.wait_for(timeout=120_000)
+    wait_for_app_run(page)
+    assert "Full check" in panel.inner_text()  # the stopped full run is shown, not a new quick one
+    assert not page.get_by_test_id("stException").count()
+    page.screenshot(path=str(ARTIFACTS / "methods_stopped.png"), full_page=True)
     assert page.off_host == []
 
 
