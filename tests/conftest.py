@@ -25,3 +25,15 @@ def demo_workbenches(digits):
     from pruning_core import Workbench, load_builtin
 
     return {name: Workbench(load_builtin(name), digits, device="cpu", name=name) for name in DEMO}
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """For modules of small training and solver problems (``pytestmark = pytest.mark.usefixtures(...)``): on a
+    shared 2-core machine a second torch thread mostly waits for the first."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -28,13 +28,7 @@ from pruning_core.checks.sap import (
 )
 from pruning_core.experiments.sap import weight_decay_for
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # small problems: one torch thread
 
 
 @pytest.fixture(scope="module")

@@ -22,13 +22,7 @@ from pruning_core.structure import Unit, capture_inputs, channel_matrix, fold_in
 DEMO = ("digits-mlp", "digits-cnn", "digits-resnet")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small problems: on a shared 2-core machine a second thread mostly waits."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # small problems: one torch thread
 
 
 def _low_rank(rows: int, cols: int, rank: int, seed: int = 0) -> torch.Tensor:

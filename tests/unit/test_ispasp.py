@@ -22,13 +22,7 @@ from pruning_core.structure.units import hidden_representation
 DEMO = ("digits-mlp", "digits-cnn", "digits-resnet")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """These problems are tiny; on a shared 2-core machine a second torch thread only waits (20-50x slower)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # small problems: one torch thread
 
 
 def _linear(weight, bias=None):

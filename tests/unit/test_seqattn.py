@@ -36,13 +36,7 @@ from pruning_core.plan import PlanError
 FAST = {"epochs": 10, "finetune_epochs": 3}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """The demo models are tiny: one thread trains them faster than two fighting over a shared machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # small problems: one torch thread
 
 
 # ----- layout and norms -------------------------------------------------------------------------------------------
