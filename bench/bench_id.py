@@ -18,23 +18,11 @@ Run from the repository root:  python bench/bench_id.py [--models digits-resnet,
 
 from __future__ import annotations
 
-import os
 import sys
 
+from blas_threads import pin_blas_threads  # noqa: E402  (bench/ is the script's folder)
 
-def _threads_from_argv(argv: list[str]) -> str:
-    for i, a in enumerate(argv):
-        if a == "--threads" and i + 1 < len(argv):
-            return argv[i + 1]
-        if a.startswith("--threads="):
-            return a.split("=", 1)[1]
-    return "1"
-
-
-# numpy/scipy's OpenBLAS starts its own thread pool at import, outside torch.set_num_threads: pin it first, or on a
-# busy 2-core machine its spinning threads make millisecond LAPACK calls take tens of milliseconds
-for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-    os.environ[_var] = _threads_from_argv(sys.argv)
+pin_blas_threads(sys.argv)  # before numpy, scipy and torch are imported
 
 import argparse  # noqa: E402
 import statistics  # noqa: E402
