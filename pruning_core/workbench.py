@@ -279,6 +279,23 @@ class Workbench:
                            flops / total_flops if total_flops else 1.0,
                            1.0 - prunable_kept / prunable_total if prunable_total else 0.0, ev.seconds, mode)
 
+    def plan_cost(self, plan: Plan, kept: dict[str, float] | None = None) -> tuple[int, int]:
+        """(parameters, FLOPs) that ``plan`` keeps, counted without an evaluation pass: the numbers
+        ``evaluate_plan`` reports (parameters: the dense count less every entry the plan zeroes, which for a
+        structured plan is the sliced model's count; FLOPs: the per-layer FLOPs scaled by each weight's kept
+        fraction)."""
+        kept = kept if kept is not None else self.kept_fraction_by_tensor(plan)
+        total_flops, per_module = self.dense_flops
+        density = {k.rsplit(".", 1)[0]: v for k, v in kept.items() if k.endswith("weight")}
+        if per_module:
+            flops = metrics.flops_with_density(per_module, density)
+        else:
+            prunable = self.prunable
+            total = sum(p.numel() for p in prunable.values())
+            flops = round(total_flops * (sum(kept[k] * p.numel() for k, p in prunable.items()) / total
+                                         if total else 1.0))
+        return self.dense_params - self._zeroed_parameter_entries(plan), flops
+
     def _zeroed_parameter_entries(self, plan: Plan) -> int:
         if plan.is_structured:
             shapes = {k: p.shape for k, p in self.model.named_parameters()}
