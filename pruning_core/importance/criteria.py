@@ -36,9 +36,15 @@ class CriterionSpec:
 
 
 def _specs() -> list[CriterionSpec]:
+    from .activation import group_activation_mean, group_apoz_scores
+    from .attribution import DEFAULT_STEPS, group_attribution
     from .bn_scale import group_bn_scale
     from .magnitude import group_channel_norms
     from .random import random_channel_scores
+    from .taylor import group_taylor
+
+    calib, grads = ("calibration activations",), ("calibration activations", "gradients")
+    steps = {"n_steps": DEFAULT_STEPS}
 
     return [
         CriterionSpec("l1", "Magnitude L1 (group)", lambda wb: group_channel_norms(wb, 1),
@@ -54,6 +60,38 @@ def _specs() -> list[CriterionSpec]:
         CriterionSpec("random", "Random", lambda wb: random_channel_scores(wb, 0),
                       "Seeded uniform scores: the baseline every criterion must beat.",
                       "Blalock et al.: What is the State of Neural Network Pruning?, MLSys 2020", needs=()),
+        CriterionSpec("taylor", "First-order Taylor", group_taylor,
+                      "|mean over positions of activation x dLoss/dactivation| at the producers' outputs, averaged "
+                      "over samples (cross-entropy on the true label), summed over the group's producers.",
+                      "Molchanov et al.: Pruning Convolutional Neural Networks for Resource Efficient Inference, "
+                      "ICLR 2017, Eq. 8", needs=grads, cost="one pass"),
+        CriterionSpec("conductance", "Conductance (captum)", lambda wb: group_attribution(wb, "conductance"),
+                      "Layer conductance of the true-label logit from a zero input, per channel |sum over positions| "
+                      "averaged over samples, summed over the group's producers.",
+                      "Dhamdhere et al.: How Important Is a Neuron?, ICLR 2019", needs=grads, cost="many passes",
+                      options=steps),
+        CriterionSpec("grad-x-act", "Gradient x activation (captum)", lambda wb: group_attribution(wb, "grad-x-act"),
+                      "activation x d(true-label logit)/d(activation) at the producers' outputs, per channel |sum "
+                      "over positions| averaged over samples.",
+                      "Shrikumar et al.: Not Just a Black Box: Learning Important Features Through Propagating "
+                      "Activation Differences, arXiv 2016", needs=grads, cost="one pass"),
+        CriterionSpec("activation", "Mean |activation| at the output (captum)",
+                      lambda wb: group_attribution(wb, "activation"),
+                      "Mean |output| of each producer channel over samples and positions (captum LayerActivation), "
+                      "summed over the group's producers.", "", needs=calib, cost="one pass"),
+        CriterionSpec("layer-ig", "Layer integrated gradients (captum)", lambda wb: group_attribution(wb, "layer-ig"),
+                      "Integrated gradients of the true-label logit through each producer's output (zero input "
+                      "baseline), per channel |sum over positions| averaged over samples.",
+                      "Sundararajan et al.: Axiomatic Attribution for Deep Networks, ICML 2017", needs=grads,
+                      cost="many passes", options=steps),
+        CriterionSpec("activation-mean", "Mean activation read by the next layer", group_activation_mean,
+                      "Mean |x| of each channel of the consumers' inputs (after BatchNorm, ReLU and pooling), summed "
+                      "over the group's consumers.", "", needs=calib, cost="one pass"),
+        CriterionSpec("apoz", "1 - APoZ (average percentage of zeros)", group_apoz_scores,
+                      "1 - the fraction of zero entries of each channel of the consumers' inputs (post-ReLU), summed "
+                      "over the group's consumers: mostly-zero channels go first.",
+                      "Hu et al.: Network Trimming: A Data-Driven Neuron Pruning Approach towards Efficient Deep "
+                      "Architectures, arXiv 2016", needs=calib, cost="one pass"),
     ]
 
 
