@@ -10,11 +10,14 @@ jobs, over the same functions the app calls.
     python -m pruning_core export --model digits-resnet --method group-l1 --ratio 0.5 --out bundle.zip
     python -m pruning_core check                      # every paper check on every demo model
     python -m pruning_core check --checks id,ispasp --models digits-cnn --quick --json checks.json
+    python -m pruning_core sensitivity --model digits-resnet --criterion l1 --ratios 0.25,0.5,0.75 --out table.csv
 
 ``sweep`` writes DIR/sweep.json (``SweepResult.to_json``), DIR/points.csv and DIR/layers.csv and prints a table;
 ``export`` writes the bundle zip and prints its report; ``check`` prints the paper claims with their verdicts,
 then the self-tests and descriptions apart, and the counts, and exits 0 whatever the verdicts (a disagreement is
-a finding, not an error); ``--long`` adds the checks' longer reproductions. Progress goes to stderr, one line per
+a finding, not an error); ``--long`` adds the checks' longer reproductions; ``sensitivity`` prunes each channel
+group alone at each ratio, writes the table (``.csv`` or ``.json``, ``sensitivity.to_csv`` / ``to_json``) and
+prints the groups x ratios accuracy drop. Progress goes to stderr, one line per
 step. A bad argument or input prints one line to stderr and exits with status 2.
 """
 
@@ -36,12 +39,14 @@ import torch
 from .checks import CHECKS, format_table, run_check
 from .data import DataError, load_digits, load_npz
 from .export import FORMATS, ExportError, export_plan, format_report
+from .importance.criteria import CRITERIA, channel_scores
 from .limits import max_file_bytes, max_ratios, too_large, too_many_ratios
 from .loading import LoadedModel, ModelLoadError, load_builtin_model, load_model_file
 from .methods import REGISTRY, make_method
 from .models import ARCHITECTURES, DEMO_MODELS
 from .plan import PlanError, check_ratio
 from .runtime import configure_threads
+from .sensitivity import ENGINES, SPLITS, pivot, sensitivity_table, to_csv, to_json
 from .session import open_workbench
 from .structure import GroupError
 from .sweep import ratio_grid, run_sweep
@@ -108,6 +113,19 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--long", action="store_true", help="the longer, fuller reproductions: " + "; ".join(
         f"{k}: {c.long}" for k, c in CHECKS.items() if c.long).replace("%", "%%"))  # argparse formats help with %
     check.add_argument("--json", type=Path, help="also write the results (and timings) to this JSON file")
+
+    sens = sub.add_parser("sensitivity", help="prune each channel group alone at each ratio; write the table")
+    model_and_data(sens)
+    sens.add_argument("--criterion", default="l1", help=f"channel scores, low removed first: {', '.join(CRITERIA)}")
+    sens_grid = sens.add_mutually_exclusive_group(required=True)
+    sens_grid.add_argument("--ratios", help="comma-separated ratios removed, e.g. 0.25,0.5,0.75")
+    sens_grid.add_argument("--grid", nargs=3, metavar=("START", "STOP", "STEPS"),
+                           help="STEPS evenly spaced ratios from START to STOP inclusive")
+    sens.add_argument("--split", choices=SPLITS, default="eval", help="evaluation (default) or calibration split")
+    sens.add_argument("--groups", help="comma-separated channel groups (default: all)")
+    sens.add_argument("--engine", choices=ENGINES, default="suffix",
+                      help="suffix: re-run only the layers from each group's first one (default); naive: full passes")
+    sens.add_argument("--out", type=Path, required=True, help="the table to write: a .csv or .json file")
     return parser
 
 
@@ -116,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
         configure_threads()  # once per process: torch and BLAS pools (PRUNING_EXPLORER_THREADS overrides)
         return {"models": _models, "methods": _methods, "sweep": _sweep, "export": _export,
-                "check": _check}[args.command](args)
+                "check": _check, "sensitivity": _sensitivity}[args.command](args)
     except (UsageError, ModelLoadError, DataError, PlanError, GroupError, ExportError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -247,6 +265,52 @@ def _check_with(args, keys: list[str]) -> int:
         _write(args.json, json.dumps({"quick": args.quick, "long": args.long, "timings": timings,
                                       "results": [dataclasses.asdict(r) for r in results]}, indent=1).encode(),
                "--json")
+    return 0
+
+
+def _sensitivity(args) -> int:
+    if args.criterion not in CRITERIA:
+        raise UsageError(f"unknown criterion {args.criterion!r}; available: {', '.join(CRITERIA)}")
+    if args.out.suffix.lower() not in (".csv", ".json"):
+        raise UsageError(f"--out {args.out} must end in .csv or .json")
+    ratios = ratios_from_args(args)
+    with _removed_if_failed(_output_file(args.out, "--out")):  # an unwritable file fails before the work
+        return _sensitivity_into(args, ratios)
+
+
+def _sensitivity_into(args, ratios: list[float]) -> int:
+    loaded, wb = _workbench(args)
+    order = [g.name for g in wb.groups.groups]
+    groups = None
+    if args.groups is not None:
+        groups = [g.strip() for g in args.groups.split(",") if g.strip()]
+        bad = [g for g in groups if g not in order]
+        if bad or not groups:
+            raise UsageError(f"unknown group {bad[0] if bad else args.groups!r}; groups: {', '.join(order)}")
+    scores = channel_scores(wb, args.criterion)
+    names = [g for g in order if g in scores and (groups is None or g in groups)]
+    _log(f"sensitivity of {len(names)} groups x {len(ratios)} ratios ({args.criterion}, {args.split} split, "
+         f"{args.engine} engine) on {wb.device}")
+    finished: dict[str, list[dict]] = {}
+
+    def on_row(row: dict) -> None:
+        finished.setdefault(row["group"], []).append(row)
+        if len(finished[row["group"]]) == len(ratios):
+            drops = ", ".join(f"{r['ratio']:g}: {r['accuracy_drop']:+.4f}" for r in finished[row["group"]])
+            _log(f"[{len(finished)}/{len(names)}] {row['group']} ({row['channels']} channels): accuracy drop {drops}")
+
+    table = sensitivity_table(wb, scores, ratios, groups=groups, split=args.split, on_row=on_row, engine=args.engine,
+                              criterion=args.criterion)
+    meta = table.attrs["meta"]
+    meta.update({"model_file": str(args.weights) if args.weights else None, "kind": loaded.kind,
+                 "architecture": loaded.architecture})
+    if meta["fallback"]:
+        _log(f"note: full passes instead of suffixes: {meta['fallback']}")
+    text = to_json(table) if args.out.suffix.lower() == ".json" else to_csv(table)
+    _write(args.out, text.encode(), "--out")
+    print(f"accuracy drop (dense accuracy {meta['dense_accuracy']:.4f}, {args.split} split), groups x ratios removed:")
+    print(pivot(table).to_string(float_format=lambda v: f"{v:.4f}"))
+    _log(f"wrote {args.out} in {meta['seconds']:.1f} s")
     return 0
 
 
