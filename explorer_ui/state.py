@@ -138,6 +138,11 @@ class ExplorerState:
     export: ExportRecord | None = None
     # the predicted limit's Hessian spectrum and trace, by (workbench key, probes, Lanczos steps)
     limits: dict[tuple, Curvature] = field(default_factory=dict)
+    # channel scores by (workbench key, criterion); sensitivity tables by (workbench key, criterion, split, ratios);
+    # fine-tuning recoveries by workbench key (records in explorer_ui.insight)
+    scores: dict[tuple, dict] = field(default_factory=dict)
+    sensitivities: dict[tuple, Any] = field(default_factory=dict)
+    recoveries: dict[str, Any] = field(default_factory=dict)
 
     @property
     def sweep(self) -> SweepRecord | None:

@@ -32,7 +32,9 @@ stop = g2.number_input("To ratio", 0.0, 1.0, step=0.05, **ui.keep("sweep_stop", 
 steps = g3.number_input("Steps", 1, 50, step=1, **ui.keep("sweep_steps", 10))
 listed = g4.text_input("…or a list of ratios (overrides the grid)", placeholder="0, 0.3, 0.5, 0.7, 0.9",
                        **ui.keep("sweep_list", ""))
-st.caption("Ratio is the fraction of weights (unstructured) or channels (structured) **removed**.")
+st.caption("Ratio is the fraction of weights (unstructured) or channels (structured) **removed**; for the "
+           "sensitivity-allocated methods, the fraction of FLOPs (parameters) removed. To compare uniform and "
+           "allocated per-layer ratios, sweep Group L1 with Sensitivity-allocated and read the FLOPs panel.")
 
 if st.button("Run sweep", type="primary"):
     try:
@@ -108,3 +110,40 @@ def results() -> None:
 
 
 results()
+
+
+@st.fragment
+def recovery() -> None:
+    """Pruned and pruned + fine-tuned accuracy at chosen ratios (masks held fixed; the dense model and the sweep
+    are untouched)."""
+    from explorer_ui import insight
+    from pruning_core.charts.recovery import recovery_curves
+
+    st.subheader("Recovery by fine-tuning")
+    record = state.sweep
+    swept = sorted({str(m) for m in record.result().points["method"]}) if record and record.points else []
+    options = swept or methods
+    left, mid, right = st.columns([3, 2, 1])
+    tune_methods = left.multiselect("Methods to fine-tune", options, format_func=ui.method_label, **ui.keep(
+        "recovery_methods", [m for m in ("group-l1",) if m in options] or options[:1], options=options))
+    listed = mid.text_input("At ratios", **ui.keep("recovery_ratios", "0.3, 0.5, 0.7"))
+    epochs = int(right.number_input("Epochs", 1, 50, step=1, **ui.keep("recovery_epochs", 10)))
+    st.caption("Each pruned model is fine-tuned on the training split with its pruned weights held at zero, then "
+               "evaluated like the sweep. The dense model and the sweep's points are never changed.")
+    if st.button("Fine-tune", disabled=not tune_methods):
+        try:
+            insight.run_recovery_live(tune_methods, ui.parse_ratios(listed), epochs, structured)
+        except PlanError as e:
+            ui.show_error(e, "Fine-tuning did not run")
+    rec = state.recoveries.get(state.key)
+    if rec is not None and rec.rows:
+        frame = rec.frame()
+        dense = wb.dense_metrics().accuracy
+        st.plotly_chart(recovery_curves(frame, dense), key="recovery_curves")
+        shown = frame[["label", "ratio", "stage", "accuracy", "loss", "params_fraction", "flops_fraction"]]
+        st.dataframe(shown, hide_index=True, width="stretch", column_config={
+            c: st.column_config.NumberColumn(format="percent") for c in ("accuracy", "params_fraction",
+                                                                           "flops_fraction")})
+
+
+recovery()

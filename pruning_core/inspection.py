@@ -44,6 +44,19 @@ def channel_importance_table(wb: Workbench, p: int = 1) -> tuple[pd.DataFrame, s
         return _per_row_normalised(output_row_norms(wb, p)), "layer"
 
 
+def score_table(scores: dict[str, torch.Tensor], order: list[str] | None = None) -> pd.DataFrame:
+    """Any criterion's channel scores (group -> (channels,)) as the heatmap's table: one row per group (in
+    ``order`` when given), each row min-max scaled to [0, 1] when it has negative scores and divided by its
+    maximum otherwise (1 = the channel the criterion values most in that group), NaN-padded."""
+    names = [g for g in (order or scores) if g in scores]
+    rows = {}
+    for g in names:
+        v = scores[g].detach().to("cpu", torch.float64).numpy()
+        low = float(v.min()) if len(v) else 0.0
+        rows[g] = v - low if low < 0 else v
+    return _per_row_normalised(rows)
+
+
 def prunable_layers(wb: Workbench) -> list[str]:
     """Names of the prunable weights (conv kernels, linear matrices), in model order."""
     return list(wb.prunable)

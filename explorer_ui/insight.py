@@ -1,0 +1,159 @@
+"""Seeing inside a model from the screens: channel scores per criterion (kept per model), the sensitivity
+analysis as a record that fills in while it runs and resumes where it stopped, and fine-tuning recoveries.
+
+Every long job stores its record in the session's state before its first step and appends each finished cell
+or point as it arrives, so a click (which stops the script at its next element call) keeps what finished; the
+next run of the same settings measures only what is missing."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import pandas as pd
+import streamlit as st
+
+from pruning_core.importance.criteria import CRITERIA, channel_scores
+
+from .plans import method_label
+from .state import state
+
+SENSITIVITY_COLUMNS = ["group", "ratio", "accuracy", "loss", "agreement", "accuracy_drop", "loss_increase"]
+LIVE_DRAW_SECONDS = 0.4  # the live heatmap is redrawn at most this often while cells arrive
+
+
+def criterion_label(key: str) -> str:
+    return CRITERIA[key].label if key in CRITERIA else key
+
+
+def scores(criterion: str) -> dict:
+    """Group -> channel scores of ``criterion`` on this session's model, computed once per model."""
+    s = state()
+    cache_key = (s.key, criterion)
+    if cache_key not in s.scores:
+        with st.spinner(f"Scoring every channel with {criterion_label(criterion)}…"):
+            s.scores[cache_key] = channel_scores(s.workbench, criterion)
+    return s.scores[cache_key]
+
+
+def cached_scores(criterion: str) -> dict | None:
+    s = state()
+    return s.scores.get((s.key, criterion))
+
+
+@dataclass
+class SensitivityRecord:
+    """One sensitivity table of a model: its settings and the cells measured so far (rows of
+    ``pruning_core.sensitivity``)."""
+
+    criterion: str
+    split: str
+    ratios: tuple[float, ...]
+    groups: tuple[str, ...]
+    dense: dict
+    rows: list[dict] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def planned(self) -> int:
+        return len(self.groups) * len(self.ratios)
+
+    @property
+    def finished(self) -> bool:
+        return len(self.rows) >= self.planned
+
+    def frame(self) -> pd.DataFrame:
+        return pd.DataFrame(self.rows) if self.rows else pd.DataFrame(columns=SENSITIVITY_COLUMNS)
+
+
+def sensitivity_record(criterion: str, split: str, ratios: tuple[float, ...]) -> SensitivityRecord | None:
+    s = state()
+    return s.sensitivities.get((s.key, criterion, split, tuple(ratios)))
+
+
+def run_sensitivity_live(criterion: str, split: str, ratios: tuple[float, ...],
+                         draw: Callable[[SensitivityRecord], None]) -> SensitivityRecord:
+    """Measure the cells of (criterion, split, ratios) this model does not have yet, with a progress bar, calling
+    ``draw(record)`` as cells arrive (at most every ``LIVE_DRAW_SECONDS``). The record is in the session's
+    state before the first cell, so a click mid-run keeps every finished cell, and running again resumes."""
+    from pruning_core.sensitivity import run_sensitivity
+
+    s = state()
+    wb = s.workbench
+    key = (s.key, criterion, split, tuple(ratios))
+    group_scores = scores(criterion)
+    record = s.sensitivities.get(key)
+    if record is None:
+        groups = tuple(g.name for g in wb.groups.groups if g.name in group_scores)
+        record = SensitivityRecord(criterion, split, tuple(ratios), groups, {})
+        s.sensitivities[key] = record
+    bar = st.progress(len(record.rows) / max(record.planned, 1), text="Pruning one group at a time…")
+    last_draw = [0.0]
+    start = time.perf_counter()
+
+    def on_row(row: dict) -> None:
+        record.rows.append(dict(row))
+        record.seconds += float(row.get("seconds", 0.0))
+        done = len(record.rows)
+        bar.progress(min(done / record.planned, 1.0), text=f"{done}/{record.planned}: {row['group']} at ratio "
+                     f"{float(row['ratio']):.2f} -> accuracy drop {float(row['accuracy_drop']) * 100:+.1f} pp")
+        if time.perf_counter() - last_draw[0] > LIVE_DRAW_SECONDS:
+            draw(record)
+            last_draw[0] = time.perf_counter()
+
+    done = record.frame() if record.rows else None
+    run_sensitivity(wb, {g: group_scores[g] for g in record.groups}, list(ratios), split=split, done=done,
+                    on_row=on_row)
+    bar.progress(1.0, text=f"{record.planned} cells measured ({time.perf_counter() - start:.1f} s this run).")
+    return record
+
+
+@dataclass
+class RecoveryRecord:
+    """Fine-tuning recoveries of one model: the settings of the last run and every (method, ratio, stage) row."""
+
+    epochs: int
+    rows: list[dict] = field(default_factory=list)
+    planned: int = 0
+
+    def frame(self) -> pd.DataFrame:
+        return pd.DataFrame(self.rows)
+
+
+def run_recovery_live(methods: list[str], ratios: list[float], epochs: int, structured: str) -> RecoveryRecord:
+    """Prune and fine-tune each method at each ratio with a progress bar; every finished point is kept in the
+    session's state as it arrives (a click stops the run and keeps them). Rows already measured with the same
+    epochs are not measured again."""
+    from pruning_core.recovery import finetune_steps, run_recovery
+
+    s = state()
+    wb = s.workbench
+    record = s.recoveries.get(s.key)
+    if record is None or record.epochs != epochs:
+        record = RecoveryRecord(epochs)
+        s.recoveries[s.key] = record
+    have = {(r["method"], round(float(r["ratio"]), 6)) for r in record.rows
+            if r["stage"] == "fine-tuned" and not r["stopped"]}
+    record.rows = [r for r in record.rows if (r["method"], round(float(r["ratio"]), 6)) in have]
+    todo = [(m, r) for m in methods for r in ratios if (m, round(float(r), 6)) not in have]
+    record.planned = len(have) + len(todo)
+    total = finetune_steps(wb, epochs)
+    bar = st.progress(0.0, text="Fine-tuning…")
+    last = [0.0]
+    for i, (method, ratio) in enumerate(todo):
+        def on_step(step: int, loss: float, i=i, method=method, ratio=ratio) -> None:
+            if time.perf_counter() - last[0] > 0.25:
+                bar.progress(min((i + (step + 1) / max(total, 1)) / len(todo), 1.0),
+                             text=f"{method_label(method)} at ratio {ratio:.2f}: step {step + 1}/{total}, "
+                                  f"loss {loss:.3f}")
+                last[0] = time.perf_counter()
+
+        run_recovery(wb, [s.method(method)], [ratio], epochs, structured=structured,
+                     on_point=lambda row: record.rows.append(dict(row)), on_step=on_step)
+    bar.progress(1.0, text=f"{len(todo)} fine-tuned point(s) measured.")
+    return record
+
+
+__all__ = ["RecoveryRecord", "SensitivityRecord", "cached_scores", "criterion_label", "run_recovery_live",
+           "run_sensitivity_live", "scores", "sensitivity_record"]
