@@ -45,6 +45,7 @@ INPUT_METHODS = ("integrated-gradients", "saliency", "input-x-gradient")
 
 
 def _rows_per_sample(method: str, n_steps: int) -> int:
+    """Rows captum evaluates per input sample (path points, plus layer IG's two endpoint passes)."""
     return {"conductance": n_steps + 1, "layer-ig": n_steps + 2}.get(method, 1)
 
 

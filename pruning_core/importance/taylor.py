@@ -13,7 +13,8 @@ into the sum). Deviation: the paper's per-layer L2 normalisation (Eq. 9) is not 
 layer, which leaves the ranking inside a one-producer group unchanged.
 
 Hooks: one forward hook per producer keeps its output and hands the rest of the model a clone (so an in-place
-activation after it cannot change the kept tensor); removed on exit, however the pass ends.
+activation after it cannot change the kept tensor); removed on exit, however the pass ends. A layer called more
+than once per forward pass (shared weights) is scored on its last call.
 """
 
 from __future__ import annotations

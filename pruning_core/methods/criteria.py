@@ -17,7 +17,9 @@ from .base import MethodSpec, RankedChannels
 
 
 class CriterionChannels(RankedChannels):
-    """Remove the ``round(ratio * channels)`` lowest-scored channels of every group under ``criterion``."""
+    """Remove the ``round(ratio * channels)`` lowest-scored channels of every group (at least one kept) under
+    ``criterion``, a key of ``importance.criteria.CRITERIA`` (default ``"taylor"``; the paper and equation are the
+    criterion's, ``CRITERIA[key].paper``). Scores are computed once in ``prepare`` on the dense model."""
 
     def __init__(self, criterion: str = "taylor", seed: int = 0):
         super().__init__(seed)
@@ -36,11 +38,12 @@ class CriterionChannels(RankedChannels):
         return scores
 
 
-_CALIB, _GRADS = ("weights", "channel groups", "calibration activations"), \
-    ("weights", "channel groups", "calibration activations", "gradients")
+_CALIB = ("weights", "channel groups", "calibration activations")
+_GRADS = (*_CALIB, "gradients")
 
 
 def _spec(key: str, criterion: str, label: str, description: str, needs: tuple[str, ...]) -> MethodSpec:
+    """The spec of the structured method driven by ``criterion``, citing the criterion's paper."""
     return MethodSpec(key, label, "structured", CriterionChannels, {"criterion": criterion}, description,
                       CRITERIA[criterion].paper, needs)
 
