@@ -17,7 +17,7 @@ def rank_correlation_heatmap(df: pd.DataFrame, title: str) -> go.Figure:
     """A criteria x criteria matrix of Spearman's rho (``importance.compare.rank_correlation``) as an annotated
     heatmap on a fixed -1..1 diverging scale (white = unrelated); NaN cells (no group both criteria rank) blank."""
     z = df.to_numpy(dtype=float)
-    text = np.where(np.isnan(z), "", np.vectorize(lambda v: f"{v:.2f}")(np.nan_to_num(z)))
+    text = [["" if np.isnan(v) else f"{v:.2f}" for v in row] for row in z]
     fig = go.Figure(go.Heatmap(
         z=z, x=[str(c) for c in df.columns], y=[str(i) for i in df.index], zmin=-1, zmax=1, zmid=0,
         colorscale=DIVERGING, text=text, texttemplate="%{text}", hoverongaps=False,

@@ -79,13 +79,17 @@ def layer_attribution_scores(wb: "Workbench", method: str, n_steps: int = DEFAUL
     aggregation), over the calibration split. ``layers``: default every producer layer of every group."""
     if layers is None:
         layers = list(dict.fromkeys(s.layer for s in producer_sites(wb)))
+    gradients = method != "activation"
+    if gradients and not wb.calib_x.is_floating_point():
+        raise ValueError(f"{method} follows gradients to the input, which needs floating-point samples; these are "
+                         f"{wb.calib_x.dtype}")
     modules = dict(wb.model.named_modules())
     chunk = max(1, wb.batch_size // _rows_per_sample(method, n_steps))
     n = len(wb.calib_x)
     totals: dict[str, torch.Tensor] = {}
     with hooks_restored(wb.model), torch.enable_grad():
         for i in range(0, n, chunk):
-            x = wb.calib_x[i:i + chunk].detach().clone().requires_grad_(True)
+            x = wb.calib_x[i:i + chunk].detach().clone().requires_grad_(gradients)
             y = wb.calib_y[i:i + chunk]
             for name, attr in zip(layers, layer_attributions(wb, method, layers, x, y, n_steps), strict=True):
                 per = channels_first(attr.detach(), modules[name]).double()

@@ -35,6 +35,9 @@ def layer_taylor_scores(wb: "Workbench", layers: list[str] | None = None) -> dic
     default every producer of every group)."""
     if layers is None:
         layers = list(dict.fromkeys(s.layer for s in producer_sites(wb)))
+    if not wb.calib_x.is_floating_point():
+        raise ValueError(f"the Taylor criterion follows gradients to the input, which needs floating-point samples; "
+                         f"these are {wb.calib_x.dtype}")
     modules = dict(wb.model.named_modules())
     outputs: dict[str, torch.Tensor] = {}
 
