@@ -170,10 +170,10 @@ def test_conductance_is_the_brute_force_riemann_sum_and_complete(demo_workbenche
     with torch.no_grad():
         gap = (wb.model(x) - wb.model(torch.zeros_like(x))).gather(1, y[:, None])[:, 0].double()
     err = (cond.sum((1, 2, 3)) - gap).abs()
-    assert float(err.mean()) < 0.1 * float(gap.abs().mean())  # a 16-step left Riemann sum
+    assert float(err.mean()) < 0.05 * float(gap.abs().mean())  # a 16-step left Riemann sum: about 2.5 %
     with hooks_restored(wb.model), torch.enable_grad():
         fine, = layer_attributions(wb, "conductance", ["conv1"], x[:16], y[:16], n_steps=256)
-    torch.testing.assert_close(fine.double().sum((1, 2, 3)), gap[:16], rtol=0.02, atol=0.05)
+    torch.testing.assert_close(fine.detach().double().sum((1, 2, 3)), gap[:16], rtol=0.01, atol=0.02)
 
 
 @pytest.mark.parametrize("model, layer", [("digits-mlp", "fc1"), ("digits-cnn", "conv1")])
