@@ -9,7 +9,7 @@ import importlib
 
 from .base import NEEDS, PROPERTIES, Method, MethodSpec, RankedChannels, RankedUnstructured, spec_for
 
-_FILES = ("magnitude", "random", "sap", "id", "ispasp", "units", "slimming", "block", "obs")
+_FILES = ("magnitude", "random", "sap", "id", "ispasp", "units", "slimming", "block", "obs", "criteria")
 
 REGISTRY: dict[str, MethodSpec] = {}
 for _name in _FILES:

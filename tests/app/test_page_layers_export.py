@@ -20,7 +20,7 @@ def test_importance_heatmap_has_one_row_per_channel_group(app, figures, state):
     assert z.shape == (len(groups), max(g.size for g in groups))
     assert np.nanmax(z, axis=1) == pytest.approx(np.ones(len(groups)))  # each row scaled to its strongest channel
     assert np.isnan(z[0, groups[0].size:]).all()  # narrower groups are padded, not stretched
-    at.radio(key="_layers_criterion").set_value("L2").run()
+    at.selectbox(key="_layers_criterion").set_value("l2").run()
     assert not at.exception and figures(at)["importance_map"]["data"][0]["y"] == heat["y"]
 
 
