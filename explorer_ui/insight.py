@@ -77,7 +77,7 @@ def run_sensitivity_live(criterion: str, split: str, ratios: tuple[float, ...],
     """Measure the cells of (criterion, split, ratios) this model does not have yet, with a progress bar, calling
     ``draw(record)`` as cells arrive (at most every ``LIVE_DRAW_SECONDS``). The record is in the session's
     state before the first cell, so a click mid-run keeps every finished cell, and running again resumes."""
-    from pruning_core.sensitivity import run_sensitivity
+    from pruning_core.sensitivity import sensitivity_table
 
     s = state()
     wb = s.workbench
@@ -103,7 +103,7 @@ def run_sensitivity_live(criterion: str, split: str, ratios: tuple[float, ...],
             last_draw[0] = time.perf_counter()
 
     done = record.frame() if record.rows else None
-    run_sensitivity(wb, {g: group_scores[g] for g in record.groups}, list(ratios), split=split, done=done,
+    sensitivity_table(wb, {g: group_scores[g] for g in record.groups}, list(ratios), split=split, done=done,
                     on_row=on_row)
     bar.progress(1.0, text=f"{record.planned} cells measured ({time.perf_counter() - start:.1f} s this run).")
     return record

@@ -51,7 +51,7 @@ with importance_tab:
             picked = [p.get("y") for p in (event.selection.points if event else []) if p.get("y") in groups]
             if picked:
                 st.session_state["layers_group"] = picked[0]
-            st.caption(f"{len(table)} channel groups; {spec.description} {spec.paper and 'Paper: ' + spec.paper}. "
+            st.caption(f"{len(table)} channel groups. {spec.description} {spec.paper and 'Paper: ' + spec.paper}. "
                        "Dark cells are removed first; blank cells: the group has fewer channels. Click a row to see "
                        "everything its channels touch (next tab).")
             missing = [g for g in groups if g not in scores]

@@ -9,7 +9,8 @@ import importlib
 
 from .base import NEEDS, PROPERTIES, Method, MethodSpec, RankedChannels, RankedUnstructured, spec_for
 
-_FILES = ("magnitude", "random", "sap", "id", "ispasp", "units", "slimming", "block", "obs", "criteria")
+_FILES = ("magnitude", "random", "sap", "id", "ispasp", "units", "slimming", "block", "obs", "criteria",
+          "allocated")
 
 REGISTRY: dict[str, MethodSpec] = {}
 for _name in _FILES:

@@ -42,10 +42,10 @@ class AllocatedChannels(Method):
                 "grid": list(self.grid)}
 
     def _prepare(self, wb: Workbench) -> None:
-        from ..sensitivity import run_sensitivity
+        from ..sensitivity import sensitivity_table
 
         scores = channel_scores(wb, self.criterion)
-        self.table = run_sensitivity(wb, scores, list(self.grid), split="calib")
+        self.table = sensitivity_table(wb, scores, list(self.grid), split="calib")
         self.allocator = Allocator(wb, scores, self.table, self.budget, self.objective)
 
     def _plan(self, ratio: float) -> Plan:

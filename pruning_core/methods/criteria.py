@@ -1,6 +1,15 @@
 """Structured pruning driven by one channel criterion of ``importance.criteria``: every dependency group removes
 its lowest-scored channels (``RankedChannels``), the scores being the criterion's (see each criterion's module
-for its paper and equation). One class parameterised by the criterion's key, one spec per criterion.
+for its paper and equation). One class parameterised by the criterion's key, one spec per criterion:
+
+  * ``group-taylor``: first-order Taylor, Molchanov et al., "Pruning Convolutional Neural Networks for Resource
+    Efficient Inference", ICLR 2017, Eq. 8;
+  * ``group-conductance``: layer conductance, Dhamdhere et al., "How Important Is a Neuron?", ICLR 2019;
+  * ``group-layer-ig``: integrated gradients through a layer, Sundararajan et al., "Axiomatic Attribution for Deep
+    Networks", ICML 2017;
+  * ``group-grad-x-act``: gradient x activation (Shrikumar et al., "Not Just a Black Box", 2016, at a layer);
+  * ``group-activation``: mean |activation| (captum's LayerActivation);
+  * ``group-apoz``: 1 - average percentage of zeros, Hu et al., "Network Trimming", 2016.
 
 Costs on the demo models (one thread, measured with ``channel_scores``; README table): the one-pass criteria
 score in milliseconds; conductance and layer integrated gradients run ``DEFAULT_STEPS`` passes per producer layer

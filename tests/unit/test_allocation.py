@@ -120,3 +120,16 @@ def test_allocated_beats_uniform_at_half_the_flops_on_the_residual_cnn(resnet_al
     print(f"50% FLOPs removed: allocated {allocated.accuracy:.1%} (FLOPs kept {allocated.flops_fraction:.3f}), "
           f"uniform group L1 {uniform.accuracy:.1%} (FLOPs kept {uniform.flops_fraction:.3f})")
     assert allocated.accuracy > uniform.accuracy + 0.10
+
+
+def test_the_registered_method_allocates_from_the_engines_calibration_table(resnet_allocator):
+    """``allocated-flops`` measures its table with the sensitivity engine on the calibration split; the plans
+    equal the allocator's built on this file's plain loop over the same split."""
+    wb, _, allocator = resnet_allocator
+    method = make_method("allocated-flops").prepare(wb)
+    for target in (0.3, 0.5):
+        plan, expected = method.plan(target), allocator.plan(target)
+        assert plan.method == "allocated-flops"
+        assert {g: v.tolist() for g, v in plan.pruned_channels.items()} == \
+            {g: v.tolist() for g, v in expected.pruned_channels.items()}
+        assert plan.details["achieved"] >= target
