@@ -26,10 +26,12 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+import weakref
 from typing import Callable, Iterable, Iterator
 
 import pandas as pd
 import torch
+from torch import nn
 
 from . import metrics
 from .plan import Plan, PlanError, check_ratio
@@ -182,7 +184,8 @@ def _suffix_cells(wb: Workbench, graph: SuffixGraph, x: torch.Tensor, work: Work
                     start = time.perf_counter()
                     wb.apply(plan)
                     with torch.inference_mode():
-                        logits = torch.cat([graph.run(k, env, guard) for env in envs])
+                        outs = [graph.run(k, env, guard) for env in envs]
+                        logits = outs[0] if len(outs) == 1 else torch.cat(outs)
                     wb.restore()
                     _sync(x)
                     yield group, ratio, logits, time.perf_counter() - start
@@ -285,15 +288,14 @@ def sensitivity_table(wb: Workbench, scores: dict[str, torch.Tensor], ratios: It
                     work.setdefault(group, []).append((r, plan))
         cells = _naive_cells(wb, x, work)  # a generator: nothing runs until the loop below
         if engine == "suffix" and work:
-            try:
-                graph = SuffixGraph(wb.model)
-                cuts = {g: graph.cut(_group_tensors(wb, g)) for g in work}
-                per_sample = graph.check(wb.model, x[:4], list(cuts.values()))
-                keep = len(x) <= wb.batch_size or max(per_sample.values()) * len(x) <= memory_budget
+            prepared = prepared_suffixes(wb)
+            if isinstance(prepared, SuffixError):
+                meta["engine"], meta["fallback"] = "naive", str(prepared)
+            else:
+                graph, cuts, per_sample = prepared
+                keep = len(x) <= wb.batch_size or max(per_sample[cuts[g]] for g in work) * len(x) <= memory_budget
                 meta["cache"] = "whole split" if keep else "recomputed per group (over the memory budget)"
                 cells = _suffix_cells(wb, graph, x, work, cuts, keep, meta)
-            except SuffixError as e:
-                meta["engine"], meta["fallback"] = "naive", str(e)
         for group, ratio, logits, seconds in cells:
             acc, loss, agree = _metrics(logits, y, dense_pred)
             meta["cells_evaluated"] += 1
@@ -309,15 +311,37 @@ def sensitivity_table(wb: Workbench, scores: dict[str, torch.Tensor], ratios: It
     return table
 
 
+_PREPARED: "weakref.WeakKeyDictionary[nn.Module, tuple | SuffixError]" = weakref.WeakKeyDictionary()
+
+
+def prepared_suffixes(wb: Workbench) -> tuple[SuffixGraph, dict[str, int], dict[int, float]] | SuffixError:
+    """The working copy's ``SuffixGraph``, each group's cut and the live bytes per sample at each cut, checked once
+    on two evaluation samples and kept while the working copy lives (its structure never changes; plans only
+    change values). Returns the ``SuffixError`` instead when the model cannot be evaluated by suffixes."""
+    if wb.model not in _PREPARED:
+        try:
+            graph = SuffixGraph(wb.model)
+            cuts = {g.name: graph.cut(_group_tensors(wb, g.name)) for g in wb.groups.groups}
+            wb.restore()
+            per_sample = graph.check(wb.model, wb.eval_x[:2], list(cuts.values()))
+            _PREPARED[wb.model] = (graph, cuts, per_sample)
+        except SuffixError as e:
+            _PREPARED[wb.model] = e
+    return _PREPARED[wb.model]
+
+
 def suffix_fractions(wb: Workbench, groups: Iterable[str] | None = None) -> dict[str, float]:
     """Per group: the FLOPs of its suffix (the layers from the first one it touches to the output) over the whole
     model's, both from ``wb.dense_flops`` per-layer counts; what the suffix engine recomputes per ratio. Raises
     ``SuffixError`` for a model ``torch.fx`` cannot trace."""
-    graph = SuffixGraph(wb.model)
+    prepared = prepared_suffixes(wb)
+    if isinstance(prepared, SuffixError):
+        raise prepared
+    graph, cuts, _ = prepared
     per_module = wb.dense_flops[1]
     total = graph.flops_from(graph.start, per_module)
     out = {}
     for g in wb.groups.groups:
         if groups is None or g.name in groups:
-            out[g.name] = graph.flops_from(graph.cut(_group_tensors(wb, g.name)), per_module) / total if total else 1.0
+            out[g.name] = graph.flops_from(cuts[g.name], per_module) / total if total else 1.0
     return out

@@ -90,6 +90,7 @@ class SuffixGraph:
         self.end = len(self.nodes)  # a segment ending here includes the output node and returns the model's output
         self._last_use = {n: max((self.index[u] for u in n.users), default=-1) for n in self.nodes}
         self._segments: dict[tuple[int, int], fx.GraphModule] = {}
+        self._mutated: dict[int, list[int]] = {}
 
     # ----- where a group starts ----------------------------------------------------------------------------------
     def _reads(self, node: fx.Node) -> list[torch.Tensor]:
@@ -187,6 +188,8 @@ class SuffixGraph:
     def mutated_inputs(self, k: int) -> list[int]:
         """Positions in ``live(k)`` of the values that the suffix from ``k`` may write into (directly, or
         through an op that may return an alias of them: views, ``nn.Identity``, other in-place ops)."""
+        if k in self._mutated:
+            return self._mutated[k]
         live = {n: i for i, n in enumerate(self.live(k))}
         hit: set[int] = set()
         for node in self.nodes[k:]:
@@ -202,7 +205,8 @@ class SuffixGraph:
                     stack += self._mutated_args(n)  # an in-place op returns its written argument
                 elif not self._fresh(n):
                     stack += n.all_input_nodes
-        return sorted(hit)
+        self._mutated[k] = sorted(hit)
+        return self._mutated[k]
 
     def run(self, k: int, env: dict[fx.Node, object], guard: list[int]) -> torch.Tensor:
         """The model's output from the live values at ``k``. The values at positions ``guard``
@@ -222,8 +226,8 @@ class SuffixGraph:
 
     # ----- checks and costs --------------------------------------------------------------------------------------
     def check(self, model: nn.Module, x: torch.Tensor, cuts: list[int]) -> dict[int, float]:
-        """Walk ``x`` from cut to cut and compare the end with ``model(x)``; raises ``SuffixError`` if they differ.
-        Returns, per cut, the bytes of live tensors per sample (to size the cache)."""
+        """Walk ``x`` from cut to cut, run the suffix from the last one and compare with ``model(x)``; raises
+        ``SuffixError`` if they differ. Returns, per cut, the bytes of live tensors per sample (to size the cache)."""
         per_sample = {}
         with torch.inference_mode():
             expected = model(x)
@@ -233,12 +237,11 @@ class SuffixGraph:
                 sizes = {a.data_ptr(): a.nelement() * a.element_size() for a in env.values()
                          if isinstance(a, torch.Tensor)}
                 per_sample[k] = sum(sizes.values()) / len(x)
-                got = self.run(k, env, self.mutated_inputs(k))
-                if not (isinstance(got, torch.Tensor) and got.shape == expected.shape
-                        and torch.allclose(got, expected, rtol=1e-4, atol=1e-5)):
-                    raise SuffixError(f"the traced graph cut at node {self.nodes[k].name!r} does not reproduce the "
-                                      "model's output (an in-place update seen through another reference, or "
-                                      "state outside the graph)")
+            got = self.run(pos, env, self.mutated_inputs(pos))
+        if not (isinstance(got, torch.Tensor) and got.shape == expected.shape
+                and torch.allclose(got, expected, rtol=1e-4, atol=1e-5)):
+            raise SuffixError("the traced graph does not reproduce the model's output (an in-place update seen "
+                              "through another reference, or state outside the graph)")
         return per_sample
 
     def flops_from(self, k: int, per_module: dict[str, int]) -> int:
