@@ -44,6 +44,9 @@ METRICS = ["accuracy", "loss", "agreement", "accuracy_drop", "loss_increase"]
 ENGINES = ("suffix", "naive")
 SPLITS = ("eval", "calib")
 DEFAULT_MEMORY_BUDGET = 2 * 2**30  # bytes of cached activations the suffix engine may hold for the whole split
+__all__ = ["COLUMNS", "DEFAULT_MEMORY_BUDGET", "ENGINES", "METRICS", "SPLITS", "cache_key", "from_json",
+           "group_plan", "pivot", "prepared_suffixes", "removed_channels", "sensitivity_table", "suffix_fractions",
+           "to_csv", "to_json"]
 _DTYPES = {"group": str, "ratio": float, "channels": int, "channels_removed": int, **{m: float for m in METRICS},
            "seconds": float}
 
@@ -246,6 +249,9 @@ def sensitivity_table(wb: Workbench, scores: dict[str, torch.Tensor], ratios: It
 
     done_rows = {}
     if done is not None and len(done):
+        missing = [c for c in COLUMNS if c not in done.columns]
+        if missing:
+            raise ValueError(f"the finished rows lack the column(s) {', '.join(missing)}; expected {COLUMNS}")
         for row in _typed(done).to_dict(orient="records"):
             if row["group"] in names and _cell(row["ratio"]) in ratios:
                 done_rows[(row["group"], _cell(row["ratio"]))] = row

@@ -163,7 +163,9 @@ class SuffixGraph:
             return first if getattr(self.gm.get_submodule(node.target), "inplace", False) is True else []
         if node.op == "call_method":
             t = str(node.target)
-            return first if (t.endswith("_") and not t.startswith("_")) or t == "__setitem__" else []
+            dunder_inplace = t in ("__setitem__", "__ior__", "__iand__", "__ixor__") or (
+                t.startswith("__i") and t[3:-2] in ("add", "sub", "mul", "truediv", "floordiv", "mod", "pow", "matmul"))
+            return first if (t.endswith("_") and not t.startswith("_")) or dunder_inplace else []
         if node.op == "call_function":
             name = getattr(node.target, "__name__", "")
             if node.target in INPLACE_OPERATORS or (name.endswith("_") and not name.startswith("_")):

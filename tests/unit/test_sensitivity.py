@@ -70,6 +70,8 @@ class InPlaceNet(nn.Module):
             h2 = self.act(h)
         elif self.kind == "method":
             h2 = h.relu_()
+        elif self.kind == "view":
+            h2 = h.view(-1, 2, 16).relu_().flatten(1)  # written through a view of h
         else:
             h2 = F.relu(h, inplace=True)
         return self.fc3(out * h2)
@@ -187,7 +189,7 @@ def test_calibration_split_agrees_with_its_own_dense_predictions(demo_workbenche
     assert row["agreement"] == pytest.approx(float((pred == dense_pred).float().mean()), abs=1e-6)
 
 
-@pytest.mark.parametrize("kind", ["module", "method", "functional"])
+@pytest.mark.parametrize("kind", ["module", "method", "functional", "view"])
 def test_in_place_ops_do_not_corrupt_cached_activations(kind, digits):
     wb = Workbench(seeded(InPlaceNet(kind)), digits, device="cpu")
     scores = channel_scores(wb, "l1")
@@ -275,6 +277,8 @@ def test_groups_subset_missing_scores_and_errors(demo_workbenches):
         sensitivity_table(wb, scores, [0.5], engine="fast")
     with pytest.raises(ValueError, match="ratio"):
         sensitivity_table(wb, scores, [1.0])
+    with pytest.raises(ValueError, match="lack the column"):
+        sensitivity_table(wb, scores, [0.5], done=pd.DataFrame([{"group": "conv1", "ratio": 0.5}]))
 
 
 def test_tables_round_trip_through_json_and_csv_and_pivot(demo_workbenches, tmp_path):
