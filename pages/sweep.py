@@ -140,10 +140,11 @@ def recovery() -> None:
         frame = rec.frame()
         dense = wb.dense_metrics().accuracy
         st.plotly_chart(recovery_curves(frame, dense), key="recovery_curves")
-        shown = frame[["label", "ratio", "stage", "accuracy", "loss", "params_fraction", "flops_fraction"]]
+        shown = frame[["label", "ratio", "stage", "accuracy", "loss", "params_fraction", "flops_fraction",
+                       "steps"]].rename(columns={"label": "method", "params_fraction": "params kept",
+                                                 "flops_fraction": "FLOPs kept", "steps": "training steps"})
         st.dataframe(shown, hide_index=True, width="stretch", column_config={
-            c: st.column_config.NumberColumn(format="percent") for c in ("accuracy", "params_fraction",
-                                                                           "flops_fraction")})
+            c: st.column_config.NumberColumn(format="percent") for c in ("accuracy", "params kept", "FLOPs kept")})
 
 
 recovery()

@@ -60,3 +60,40 @@ def test_sweep_screen_fine_tunes_and_draws_both_curves(app, figures, state):
     tuned, pruned = rows.set_index("stage").loc["fine-tuned"], rows.set_index("stage").loc["pruned"]
     assert tuned["accuracy"] > pruned["accuracy"]
     assert "recovery_curves" in figures(at)
+
+
+def test_a_stopped_sensitivity_table_resumes_with_only_the_missing_cells(app, state, monkeypatch):
+    """A run stopped after the first group's cells (as a click stops it: the rows already delivered are in the
+    record) shows a warning and a Resume button, and resuming evaluates only the missing cells."""
+    pytest.importorskip("pruning_core.sensitivity")
+    from explorer_ui import insight
+    from pruning_core import sensitivity
+
+    at = app.switch_page("pages/layers.py").run()
+    at.text_input(key="_sens_ratios").set_value("0.25, 0.5").run()
+    s = state(at)
+    wb = s.workbench
+    scores = insight.channel_scores(wb, "l1")
+    full = sensitivity.sensitivity_table(wb, scores, [0.25, 0.5])
+    groups = tuple(g.name for g in wb.groups.groups)
+    first = full[full["group"] == groups[0]].to_dict(orient="records")
+    s.sensitivities[(s.key, "l1", "eval", (0.25, 0.5))] = insight.SensitivityRecord(
+        "l1", "eval", (0.25, 0.5), groups, {}, rows=first)
+    at.run()
+    assert at.warning and "Stopped after 2 of" in at.warning[0].value
+    evaluated = []
+    real = sensitivity.sensitivity_table
+
+    def counting(*args, **kwargs):
+        table = real(*args, **kwargs)
+        evaluated.append((table.attrs["meta"]["cells_reused"], table.attrs["meta"]["cells_evaluated"]))
+        return table
+
+    monkeypatch.setattr(sensitivity, "sensitivity_table", counting)
+    at = next(b for b in at.button if b.label == "Resume").click().run()
+    assert not at.exception and not at.error and not at.warning
+    record = s.sensitivities[(s.key, "l1", "eval", (0.25, 0.5))]
+    assert record.finished and len(record.rows) == 2 * len(groups)
+    got = {(r["group"], r["ratio"]): r["accuracy"] for r in record.rows}
+    assert got == {(r["group"], r["ratio"]): r["accuracy"] for r in full.to_dict(orient="records")}
+    assert evaluated == [(2, 2 * len(groups) - 2)]  # the two finished cells reused, the rest evaluated once

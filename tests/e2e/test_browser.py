@@ -75,6 +75,46 @@ def test_layers_page_shows_the_importance_heatmap(page):
     page.screenshot(path=str(ARTIFACTS / "layers.png"))
 
 
+def test_layers_page_compares_criteria_and_shows_what_a_channel_touches(page):
+    _goto(page, "Layers")
+    panel = page.get_by_role("tabpanel").filter(has_text="Where the criteria agree")
+    panel.get_by_test_id("stPlotlyChart").first.wait_for(timeout=60_000)
+    panel.get_by_role("button", name="Compare the rankings").click()
+    panel.get_by_text("Spearman rank correlation").first.wait_for(timeout=120_000)
+    wait_for_app_run(page)
+    # importance heatmap, rank correlation, the sample beside its attribution map
+    assert panel.get_by_test_id("stPlotlyChart").count() == 3
+    assert "Predicted" in panel.inner_text()
+    assert not page.get_by_test_id("stException").count()
+    page.screenshot(path=str(ARTIFACTS / "layers_importance.png"), full_page=True)
+    page.get_by_role("tab", name="What one channel touches").click()
+    panel = page.get_by_role("tabpanel").filter(has_text="Parameters per channel")
+    panel.get_by_test_id("stPlotlyChart").first.wait_for(timeout=60_000)
+    assert panel.get_by_test_id("stPlotlyChart").count() == 2 and "residual partner" in panel.inner_text()
+    page.screenshot(path=str(ARTIFACTS / "layers_touches.png"), full_page=True)
+    assert page.off_host == []
+
+
+def test_layers_sensitivity_fills_in_and_sweep_fine_tunes(page):
+    _goto(page, "Layers")
+    page.get_by_role("tab", name="Sensitivity").click()
+    panel = page.get_by_role("tabpanel").filter(has_text="Run sensitivity")
+    panel.get_by_role("button", name="Run sensitivity").click()
+    panel.get_by_text("Curves for groups").first.wait_for(timeout=120_000)
+    wait_for_app_run(page)
+    assert panel.get_by_test_id("stPlotlyChart").count() == 2  # the groups x ratios heatmap and the curves
+    assert panel.get_by_test_id("stDownloadButton").count() == 2
+    assert not page.get_by_test_id("stException").count()
+    page.screenshot(path=str(ARTIFACTS / "layers_sensitivity.png"), full_page=True)
+    _goto(page, "Sweep")
+    page.get_by_role("button", name="Fine-tune").click()
+    page.get_by_text("fine-tuned").first.wait_for(timeout=180_000)
+    wait_for_app_run(page)
+    assert not page.get_by_test_id("stException").count()
+    page.screenshot(path=str(ARTIFACTS / "sweep_recovery.png"), full_page=True)
+    assert page.off_host == []
+
+
 def test_export_downloads_a_verified_bundle(page):
     _goto(page, "Export")
     page.get_by_role("button", name="Build export").click()
