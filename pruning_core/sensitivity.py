@@ -187,8 +187,8 @@ def _suffix_cells(wb: Workbench, graph: SuffixGraph, x: torch.Tensor, work: Work
                     start = time.perf_counter()
                     wb.apply(plan)
                     with torch.inference_mode():
-                        outs = [graph.run(k, env, guard) for env in envs]
-                        logits = outs[0] if len(outs) == 1 else torch.cat(outs)
+                        parts = [graph.run(k, env, guard) for env in envs]
+                        logits = parts[0] if len(parts) == 1 else torch.cat(parts)
                     wb.restore()
                     _sync(x)
                     yield group, ratio, logits, time.perf_counter() - start
