@@ -233,13 +233,17 @@ class SuffixGraph:
         per_sample = {}
         with torch.inference_mode():
             expected = model(x)
-            env, pos = self.initial_env(x), self.start
-            for k in sorted(set(cuts)):
-                env, pos = self.advance(env, pos, k), k
-                sizes = {a.data_ptr(): a.nelement() * a.element_size() for a in env.values()
-                         if isinstance(a, torch.Tensor)}
-                per_sample[k] = sum(sizes.values()) / len(x)
-            got = self.run(pos, env, self.mutated_inputs(pos))
+            try:
+                env, pos = self.initial_env(x), self.start
+                for k in sorted(set(cuts)):
+                    env, pos = self.advance(env, pos, k), k
+                    sizes = {a.data_ptr(): a.nelement() * a.element_size() for a in env.values()
+                             if isinstance(a, torch.Tensor)}
+                    per_sample[k] = sum(sizes.values()) / len(x)
+                got = self.run(pos, env, self.mutated_inputs(pos))
+            except Exception as e:  # the traced code fails where the model does not: evaluate the model instead
+                raise SuffixError(f"the traced graph fails on the data ({type(e).__name__}: "
+                                  f"{str(e).splitlines()[0][:200] if str(e) else ''})") from e
         if not (isinstance(got, torch.Tensor) and got.shape == expected.shape
                 and torch.allclose(got, expected, rtol=1e-4, atol=1e-5)):
             raise SuffixError("the traced graph does not reproduce the model's output (an in-place update seen "
