@@ -245,7 +245,7 @@ class SuffixGraph:
                 raise SuffixError(f"the traced graph fails on the data ({type(e).__name__}: "
                                   f"{str(e).splitlines()[0][:200] if str(e) else ''})") from e
         if not (isinstance(got, torch.Tensor) and got.shape == expected.shape
-                and torch.allclose(got, expected, rtol=1e-4, atol=1e-5)):
+                and torch.allclose(got, expected, rtol=1e-3, atol=1e-4)):
             raise SuffixError("the traced graph does not reproduce the model's output (an in-place update seen "
                               "through another reference, or state outside the graph)")
         return per_sample
