@@ -47,7 +47,7 @@ with importance_tab:
             table = inspection.score_table(scores, groups)
             event = st.plotly_chart(charts.channel_importance_heatmap(
                 table, f"Channel importance per dependency group ({spec.label}, each row scaled to its strongest "
-                "channel)"), key="importance_map", on_select="rerun", selection_mode="points")
+                "channel)", pickable=True), key="importance_map", on_select="rerun", selection_mode="points")
             picked = [p.get("y") for p in (event.selection.points if event else []) if p.get("y") in groups]
             if picked:
                 st.session_state["layers_group"] = picked[0]

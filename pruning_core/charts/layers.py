@@ -9,16 +9,35 @@ import plotly.graph_objects as go
 
 from .style import PRUNED_GREY, styled
 
+PICK_POINTS_PER_ROW = 48
 
-def channel_importance_heatmap(table: pd.DataFrame, title: str) -> go.Figure:
+
+def channel_importance_heatmap(table: pd.DataFrame, title: str, pickable: bool = False) -> go.Figure:
     """Rows = layers or channel groups (the table's index), columns = channel index, values in [0, 1]
-    (normalised per row); NaN cells (rows narrower than the widest) are left blank."""
+    (normalised per row); NaN cells (rows narrower than the widest) are left blank.
+
+    ``pickable``: a click on a row selects it. Streamlit returns no selection for heatmap traces, so an
+    invisible marker trace (second trace, named "pick") is laid over each row at up to ``PICK_POINTS_PER_ROW``
+    positions; its selected point's ``y`` is the row."""
     z = table.to_numpy(dtype=float)
     fig = go.Figure(go.Heatmap(
         z=z, x=list(range(z.shape[1])), y=[str(i) for i in table.index], colorscale="Viridis", zmin=0, zmax=1,
         colorbar=dict(title="relative<br>importance"), hoverongaps=False,
         hovertemplate="%{y}<br>channel %{x}: %{z:.3f}<extra></extra>",
     ))
+    if pickable and z.size:
+        rows = [str(i) for i in table.index]
+        widths = np.isfinite(z).sum(axis=1)
+        xs, ys = [], []
+        for name, width in zip(rows, widths, strict=True):
+            for x in np.unique(np.linspace(0, max(int(width) - 1, 0), min(int(width), PICK_POINTS_PER_ROW)).round()):
+                xs.append(float(x))
+                ys.append(name)
+        fig.add_trace(go.Scatter(x=xs, y=ys, mode="markers", name="pick", showlegend=False, hoverinfo="none",
+                                 marker=dict(size=22, opacity=0.01, color="white"),
+                                 selected=dict(marker=dict(opacity=0.01)),
+                                 unselected=dict(marker=dict(opacity=0.01))))
+        fig.update_layout(clickmode="event+select", dragmode=False)
     fig.update_yaxes(autorange="reversed", title=None, type="category")
     fig.update_xaxes(title="channel index")
     return styled(fig, title, height=max(260, 60 + 28 * len(table)))

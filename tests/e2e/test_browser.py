@@ -87,10 +87,19 @@ def test_layers_page_compares_criteria_and_shows_what_a_channel_touches(page):
     assert "Predicted" in panel.inner_text()
     assert not page.get_by_test_id("stException").count()
     page.screenshot(path=str(ARTIFACTS / "layers_importance.png"), full_page=True)
+    # a click on the heatmap's fourth row (layer2.shortcut.0, the 32-channel residual stream) picks that group
+    drag = panel.get_by_test_id("stPlotlyChart").first.locator(".nsewdrag").first
+    drag.scroll_into_view_if_needed()
+    box = drag.bounding_box()
+    page.mouse.click(box["x"] + box["width"] * 0.3, box["y"] + box["height"] * 3.5 / 5)
+    wait_for_app_run(page)
+    page.wait_for_timeout(1_000)
+    wait_for_app_run(page)
     page.get_by_role("tab", name="What one channel touches").click()
     panel = page.get_by_role("tabpanel").filter(has_text="Parameters per channel")
     panel.get_by_test_id("stPlotlyChart").first.wait_for(timeout=60_000)
     assert panel.get_by_test_id("stPlotlyChart").count() == 2 and "residual partner" in panel.inner_text()
+    assert "896" in panel.inner_text()  # parameters per channel of layer2.shortcut.0's group (conv1's: 621)
     page.screenshot(path=str(ARTIFACTS / "layers_touches.png"), full_page=True)
     assert page.off_host == []
 
