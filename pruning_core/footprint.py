@@ -19,7 +19,8 @@ from torch import nn
 
 from .plan import Plan
 from .structure.groups import ChannelGroup
-from .structure.slicing import BATCH_NORMS, CONVS
+from .structure.slicing import BATCH_NORMS
+from .structure.units import norm_producers
 from .workbench import Workbench
 
 NORMS = (*BATCH_NORMS, nn.LayerNorm)
@@ -28,29 +29,6 @@ FOOTPRINT_COLUMNS = ["module", "tensor", "name", "module_type", "role", "dim", "
                      "removed_per_channel", "kind", "note"]
 COST_COLUMNS = ["group", "channels", "producers", "consumers", "residual", "params_per_channel",
                 "flops_per_channel", "params_share", "flops_share", "uniform", "layers"]
-
-
-def norm_producers(model: nn.Module, example_input: torch.Tensor) -> dict[str, str]:
-    """Norm layer name -> the convolution or linear layer whose output it normalises directly (one forward pass
-    on ``example_input`` with hooks; a norm fed by anything else, e.g. the sum of a residual connection, is not
-    listed). Outputs are held until the pass ends, so a freed tensor's id cannot be taken for another's."""
-    made: dict[int, tuple[str, torch.Tensor]] = {}
-    fed: dict[str, int] = {}
-    hooks = []
-    for name, mod in model.named_modules():
-        if isinstance(mod, (*CONVS, nn.Linear)):
-            hooks.append(mod.register_forward_hook(
-                lambda m, i, o, name=name: made.__setitem__(id(o), (name, o))))
-        elif isinstance(mod, NORMS):
-            hooks.append(mod.register_forward_pre_hook(
-                lambda m, i, name=name: fed.__setitem__(name, id(i[0]))))
-    try:
-        with torch.no_grad():
-            model(example_input)
-    finally:
-        for h in hooks:
-            h.remove()
-    return {norm: made[i][0] for norm, i in fed.items() if i in made}
 
 
 def _channel_note(member, size: int) -> tuple[float | int, str]:

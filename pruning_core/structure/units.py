@@ -98,26 +98,36 @@ def _plain(mod: nn.Module) -> bool:
     return isinstance(mod, nn.Linear)
 
 
-def find_following_norms(model: nn.Module, example_input: torch.Tensor) -> dict[str, str]:
-    """conv/linear layer -> the BatchNorm whose input is exactly that layer's output (one traced forward)."""
-    produced: dict[int, str] = {}
-    found: dict[str, str] = {}
+def norm_producers(model: nn.Module, example_input: torch.Tensor,
+                   norms: tuple[type[nn.Module], ...] = (*BATCH_NORMS, nn.LayerNorm)) -> dict[str, str]:
+    """Norm layer name -> the convolution or linear layer whose output it normalises directly, in the order the
+    norms run (one forward pass on ``example_input`` with hooks; a norm fed by anything else, e.g. the sum of a
+    residual connection, is not listed). Outputs are held until the pass ends, so a freed tensor's id cannot be
+    taken for another's."""
+    made: dict[int, tuple[str, torch.Tensor]] = {}
+    fed: dict[str, int] = {}
     hooks = []
-    for name, m in model.named_modules():
-        if isinstance(m, (*CONVS, nn.Linear)):
-            hooks.append(m.register_forward_hook(lambda mod, i, o, name=name: produced.__setitem__(id(o), name)))
-        elif isinstance(m, BATCH_NORMS):
-            def pre(mod, inputs, name=name):
-                src = produced.get(id(inputs[0]))
-                if src is not None:
-                    found.setdefault(src, name)
-            hooks.append(m.register_forward_pre_hook(pre))
+    for name, mod in model.named_modules():
+        if isinstance(mod, (*CONVS, nn.Linear)):
+            hooks.append(mod.register_forward_hook(
+                lambda m, i, o, name=name: made.__setitem__(id(o), (name, o))))
+        elif isinstance(mod, norms):
+            hooks.append(mod.register_forward_pre_hook(
+                lambda m, i, name=name: fed.__setitem__(name, id(i[0]))))
     try:
         with torch.no_grad():
             model(example_input)
     finally:
         for h in hooks:
             h.remove()
+    return {norm: made[i][0] for norm, i in fed.items() if i in made}
+
+
+def find_following_norms(model: nn.Module, example_input: torch.Tensor) -> dict[str, str]:
+    """conv/linear layer -> the (first) BatchNorm whose input is exactly that layer's output."""
+    found: dict[str, str] = {}
+    for norm, producer in norm_producers(model, example_input, BATCH_NORMS).items():
+        found.setdefault(producer, norm)
     return found
 
 
