@@ -1,5 +1,5 @@
 """The issue's .pt2 exploit reaches the loaders through every entry point: the engine, the command line's
-``--weights`` (sweep and check) and the trusted path. None runs its payload unless the person trusts the file."""
+``--weights`` (sweep, check and sensitivity) and the trusted path. None runs its payload unless the person trusts the file."""
 
 from __future__ import annotations
 
@@ -29,6 +29,7 @@ def test_engine_refuses_it_and_nothing_runs(exploit):
 @pytest.mark.parametrize("command", [
     ["sweep", "--methods", "magnitude-global", "--ratios", "0.5", "--out", "{out}"],
     ["check", "--checks", "id", "--quick"],
+    ["sensitivity", "--criterion", "l1", "--ratios", "0.5", "--out", "{out}.csv"],
 ])
 def test_command_line_refuses_it_in_one_line(exploit, tmp_path, capsys, command):
     path, marker = exploit
