@@ -42,6 +42,23 @@ def cached_scores(criterion: str) -> dict | None:
     return s.scores.get((s.key, criterion))
 
 
+ATTRIBUTIONS_KEPT = 16
+
+
+def input_attribution(index: int) -> tuple:
+    """One evaluation sample's Integrated Gradients map, prediction, probability and label, computed once per
+    model and sample (a few hundred milliseconds: not on every rerun of the page)."""
+    from pruning_core.importance.attribution import input_attribution as compute
+
+    s = state()
+    key = (s.key, int(index))
+    if key not in s.attributions:
+        if len(s.attributions) >= ATTRIBUTIONS_KEPT:
+            s.attributions.pop(next(iter(s.attributions)))
+        s.attributions[key] = compute(s.workbench, int(index))
+    return s.attributions[key]
+
+
 @dataclass
 class SensitivityRecord:
     """One sensitivity table of a model: its settings and the cells measured so far (rows of
@@ -155,5 +172,6 @@ def run_recovery_live(methods: list[str], ratios: list[float], epochs: int, stru
     return record
 
 
-__all__ = ["RecoveryRecord", "SensitivityRecord", "cached_scores", "criterion_label", "run_recovery_live",
+__all__ = ["RecoveryRecord", "SensitivityRecord", "cached_scores", "criterion_label", "input_attribution",
+           "run_recovery_live",
            "run_sensitivity_live", "scores", "sensitivity_record"]

@@ -143,6 +143,7 @@ class ExplorerState:
     scores: dict[tuple, dict] = field(default_factory=dict)
     sensitivities: dict[tuple, Any] = field(default_factory=dict)
     recoveries: dict[str, Any] = field(default_factory=dict)
+    attributions: dict[tuple, tuple] = field(default_factory=dict)  # by (workbench key, evaluation sample)
 
     @property
     def sweep(self) -> SweepRecord | None:

@@ -12,7 +12,6 @@ from pruning_core.charts import layers as charts
 from pruning_core.charts import sensitivity as sens_charts
 from pruning_core.charts.attribution import input_attribution_figure, rank_correlation_heatmap
 from pruning_core.footprint import group_costs, group_footprint
-from pruning_core.importance.attribution import input_attribution
 from pruning_core.importance.compare import rank_correlation
 from pruning_core.importance.criteria import CRITERIA
 
@@ -86,7 +85,7 @@ with importance_tab:
         n_eval = len(wb.eval_x)
         index = int(st.number_input("Evaluation sample", 0, n_eval - 1, step=1, **ui.keep("layers_sample", 0)))
         try:
-            attribution, predicted, probability, label = input_attribution(wb, index)
+            attribution, predicted, probability, label = insight.input_attribution(index)
             st.plotly_chart(input_attribution_figure(wb.eval_x[index].cpu(), attribution, predicted, probability,
                                                      label), key="input_attr")
             st.caption("Integrated Gradients (captum) of the predicted class from a zero input: red pixels raise "

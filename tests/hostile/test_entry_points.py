@@ -1,5 +1,6 @@
 """The issue's .pt2 exploit reaches the loaders through every entry point: the engine, the command line's
-``--weights`` (sweep, check and sensitivity) and the trusted path. None runs its payload unless the person trusts the file."""
+``--weights`` (sweep, check and sensitivity) and the trusted path. None runs its payload unless the person trusts
+the file."""
 
 from __future__ import annotations
 
