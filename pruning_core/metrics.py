@@ -7,7 +7,6 @@ additions), which is the usual convention of pruning papers.
 
 from __future__ import annotations
 
-import statistics
 import time
 from dataclasses import asdict, dataclass
 
@@ -94,15 +93,9 @@ def parameter_count(model: nn.Module) -> int:
 
 
 def measure_latency(model: nn.Module, example_input: torch.Tensor, repeats: int = 20, warmup: int = 3) -> float:
-    """Median wall-clock milliseconds of one forward pass on ``example_input`` (CUDA-synchronised)."""
-    sync = (lambda: torch.cuda.synchronize(example_input.device)) if example_input.is_cuda else (lambda: None)
-    times = []
-    with torch.inference_mode():
-        for i in range(warmup + repeats):
-            sync()
-            start = time.perf_counter()
-            model(example_input)
-            sync()
-            if i >= warmup:
-                times.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(times)
+    """Median wall-clock milliseconds of one forward pass on ``example_input``: ``latency.measure_latency``'s
+    median (warm-up excluded, inference mode, eval mode; CUDA events on a GPU). Kept for callers that want one
+    number; ``pruning_core.latency`` has the spread, the thread count and side-by-side comparisons."""
+    from .latency import measure_latency as measure
+
+    return measure(model, example_input, warmup=warmup, repeats=repeats).median_ms
