@@ -13,7 +13,8 @@ import time
 import streamlit as st
 from streamlit.runtime.scriptrunner_utils.exceptions import ScriptControlException
 
-from pruning_core import checks, sweep
+from pruning_core import checks
+from pruning_core.sweep import sweep, sweep_meta
 
 from .plans import method_label
 from .state import SweepRecord, SweepSettings, state
@@ -24,9 +25,8 @@ def run_sweep_live(methods: list[str], ratios: list[float], structured: str) -> 
     measured, so that leaving the page (or pressing anything) mid-sweep keeps the points already measured."""
     s = state()
     wb = s.workbench
-    record = SweepRecord(SweepSettings(tuple(methods), tuple(ratios), structured), meta={
-        "model": wb.name, "data": wb.data.name, "device": str(wb.device), "structured_evaluation": structured,
-        "dense_accuracy": wb.dense_metrics().accuracy})
+    record = SweepRecord(SweepSettings(tuple(methods), tuple(ratios), structured),
+                         meta=sweep_meta(wb, structured))
     s.sweeps[s.key] = record
     start = time.perf_counter()
     with st.status(f"Sweeping {len(methods)} method(s) x {len(ratios)} ratio(s)…", expanded=True) as status:
@@ -38,8 +38,9 @@ def run_sweep_live(methods: list[str], ratios: list[float], structured: str) -> 
         for point in sweep(wb, [s.method(m) for m in methods], ratios, structured, on_prepare=on_prepare):
             record.points.append(point)
             done = len(record.points)
+            primary = record.meta["primary"]
             bar.progress(done / record.planned, text=f"{done}/{record.planned}: {point.row['label']} at "
-                         f"ratio {point.row['ratio']:g} -> accuracy {point.row['accuracy']:.1%}")
+                         f"ratio {point.row['ratio']:g} -> {primary} {point.row[primary]:.1%}")
         record.finished = True
         status.update(label=f"Sweep finished: {len(record.points)} points in "
                       f"{time.perf_counter() - start:.1f} s", state="complete", expanded=False)

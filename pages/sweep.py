@@ -9,6 +9,8 @@ import explorer_ui as ui
 from pruning_core import PlanError, ratio_grid
 from pruning_core.charts import sweep as charts
 from pruning_core.charts.limit import limit_reference
+from pruning_core.charts.style import SHORT_TITLES
+from pruning_core.tasks import BY_KIND
 
 ui.require_session()
 st.title("Sweep")
@@ -59,7 +61,11 @@ def results() -> None:
         st.info("No results yet for this model: choose methods and ratios, then run the sweep.")
         return
     result = record.result()
-    points, dense = result.points, result.meta["dense_accuracy"]
+    points = result.points
+    task = BY_KIND[result.meta.get("task", "classification")]
+    primary = task.primary
+    dense = result.meta.get("dense", {}).get(primary, result.meta.get("dense_accuracy"))
+    name = task.metric(primary).label
     if not record.finished:
         st.warning(f"This sweep was interrupted: {len(points)} of {record.planned} points were measured; "
                    "they are shown below. Run it again to complete it.")
@@ -69,41 +75,42 @@ def results() -> None:
                              **ui.keep("sweep_ratio", nearest, options=ratios, on_change=_select_ratio))
     at = result.at(ratio).set_index("method")
     at = at[~at.index.duplicated(keep="last")]  # one row per method, even from a record made before merging
-    best = at["accuracy"].idxmax()
+    best = at[primary].idxmax()
     cols = st.columns(4)
-    cols[0].metric(f"Best accuracy at ratio {ratio:.2f}", f"{at.loc[best, 'accuracy']:.2%}",
-                   f"{(at.loc[best, 'accuracy'] - dense) * 100:+.1f} pp vs dense", help=at.loc[best, "label"])
+    cols[0].metric(f"Best {SHORT_TITLES.get(primary, primary).lower()} at ratio {ratio:.2f}",
+                   f"{at.loc[best, primary]:.2%}", f"{(at.loc[best, primary] - dense) * 100:+.1f} pp vs dense",
+                   help=f"{at.loc[best, 'label']}: {name}")
     cols[1].metric("Realised sparsity (best method)", f"{at.loc[best, 'sparsity']:.1%}")
     cols[2].metric("Parameters kept", f"{at.loc[best, 'params_fraction']:.1%}")
     cols[3].metric("FLOPs kept", f"{at.loc[best, 'flops_fraction']:.1%}" if flops_known else "n/a")
     st.caption(f"Best at this ratio: **{at.loc[best, 'label']}**.")
-    columns = ["label", "accuracy", "loss", "agreement", "sparsity", "params_fraction", "flops_fraction",
-               "evaluation"]
+    shown_metrics = [m.key for m in task.metrics]
+    columns = ["label", *shown_metrics, "sparsity", "params_fraction", "flops_fraction", "evaluation"]
     table = at[[c for c in columns if flops_known or c != "flops_fraction"]].rename(columns={
         "label": "method", "sparsity": "realised sparsity", "params_fraction": "params kept",
         "flops_fraction": "FLOPs kept"})
     # formats in the browser rather than a pandas Styler, which renders every cell on the server per move
     formats = {c: st.column_config.NumberColumn(format="percent") for c in
-               ("accuracy", "agreement", "realised sparsity", "params kept", "FLOPs kept")}
-    st.dataframe(table, hide_index=True, width="stretch",
-                 column_config=formats | {"loss": st.column_config.NumberColumn(format="%.4f")})
+               [m.key for m in task.metrics if m.percent] + ["realised sparsity", "params kept", "FLOPs kept"]}
+    st.dataframe(table, hide_index=True, width="stretch", column_config=formats | {
+        m.key: st.column_config.NumberColumn(format="%.4f") for m in task.metrics if not m.percent})
     swept = list(at.index)
     plan_method = state.choice.method if state.choice.method in swept else best
     state.choose(method=plan_method)
     st.selectbox("Plan for the Layers and Export pages", swept, format_func=ui.method_label,
                  **ui.bind("choice_method", plan_method, lambda m: state.choose(method=m)))
 
-    extra = st.radio("The last panel plots", ["agreement", "loss"], horizontal=True,
-                     format_func={"agreement": "agreement with the dense model", "loss": "loss"}.get,
-                     **ui.keep("sweep_extra", "agreement"))
+    others = [m.key for m in task.metrics if m.key != primary]
+    extra = st.radio("The last panel plots", others, horizontal=True,
+                     format_func=lambda k: task.metric(k).label, **ui.keep("sweep_extra", others[0], options=others))
     if not flops_known:
         st.info("FLOPs per layer cannot be counted inside this model (TorchScript or exported program), "
                 "so FLOPs kept is not measured; parameters kept is.")
-    panels = [("ratio", "accuracy"), ("flops_fraction", "accuracy"), ("params_fraction", "accuracy"), ("ratio", extra)]
+    panels = [("ratio", primary), ("flops_fraction", primary), ("params_fraction", primary), ("ratio", extra)]
     panels = [p for p in panels if flops_known or p[0] != "flops_fraction"]
     reference = limit_reference(limit.ratio) if limit is not None else None
     st.plotly_chart(record.figure(("curves", ratio, extra, reference), lambda: charts.metric_panels(
-        points, panels, ratio, {"accuracy": dense}, ratio_reference=reference)), key="curves")
+        points, panels, ratio, {primary: dense}, ratio_reference=reference)), key="curves")
     labels = dict(zip(at.index, at["label"], strict=True))
     st.plotly_chart(record.figure(("kept_bars", ratio), lambda: charts.kept_fraction_bars(
         result.layers[(result.layers["ratio"] - ratio).abs() < 1e-9], labels)), key="kept_bars")

@@ -8,7 +8,7 @@ additions), which is the usual convention of pruning papers.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import torch
 from torch import nn
@@ -22,6 +22,7 @@ class EvalMetrics:
     agreement: float  # fraction of evaluation samples where the top-1 class equals the dense model's
     seconds: float
     samples: int
+    scores: dict = field(default_factory=dict)  # the task's own metrics beyond these (tasks.Task.extra)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -46,9 +47,27 @@ def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 1024) -> torch.
         return out
 
 
+def evaluate_task(model: nn.Module, x: torch.Tensor, y: torch.Tensor, task, dense: torch.Tensor | None = None,
+                  batch_size: int = 1024) -> tuple[EvalMetrics, torch.Tensor]:
+    """One evaluation pass scored for ``task`` (``tasks.Task``) against labels ``y`` and the dense model's outputs
+    ``dense`` (None: this is the dense model). Returns the metrics and the outputs (N, ...)."""
+    from .tasks import score
+
+    if x.is_cuda:
+        torch.cuda.synchronize(x.device)
+    start = time.perf_counter()
+    outputs = predict(model, x, batch_size)
+    with torch.inference_mode():
+        values = score(task, outputs, y, dense)
+    seconds = time.perf_counter() - start
+    extra = {k: values[k] for k in task.extra}
+    return EvalMetrics(values["accuracy"], values["loss"], values["agreement"], seconds, int(y.shape[0]),
+                       extra), outputs
+
+
 def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, dense_pred: torch.Tensor | None = None,
              batch_size: int = 1024) -> tuple[EvalMetrics, torch.Tensor]:
-    """One evaluation pass. Returns the metrics and the predicted classes (N,)."""
+    """One evaluation pass of a classifier on labelled data. Returns the metrics and the predicted classes (N,)."""
     if x.is_cuda:
         torch.cuda.synchronize(x.device)
     start = time.perf_counter()

@@ -45,6 +45,25 @@ def ratio_grid(start: float = 0.0, stop: float = 0.9, steps: int = 10) -> list[f
     return sorted({check_ratio(round(start + (stop - start) * i / (steps - 1), 4)) for i in range(steps)})
 
 
+def point_columns(rows: list[dict]) -> list[str]:
+    """``POINT_COLUMNS`` and then the task's own metric columns the rows carry (``tasks.Task.extra``: top-5
+    overlap and KL for unlabelled classification, cosine similarity for embeddings), in first-seen order."""
+    extra = []
+    for row in rows:
+        extra.extend(k for k in row if k not in POINT_COLUMNS and k not in extra)
+    return POINT_COLUMNS + extra
+
+
+def sweep_meta(wb: Workbench, structured: str) -> dict:
+    """What travels with a sweep's results: the model, data, device, the task and its headline metric, and the
+    dense model's figures on the evaluation split."""
+    dense = wb.dense_metrics()
+    return {"model": wb.name, "data": wb.data.name, "device": str(wb.device), "structured_evaluation": structured,
+            "task": wb.task.kind, "primary": wb.task.primary, "dense_accuracy": dense.accuracy,
+            "dense": {"accuracy": dense.accuracy, "loss": dense.loss, "agreement": dense.agreement, **dense.scores},
+            "dense_params": wb.dense_params, "dense_flops": wb.dense_flops[0]}
+
+
 @dataclass
 class SweepPoint:
     row: dict
@@ -65,7 +84,7 @@ class SweepResult:
         for p in points:
             unique[(p.row["method"], round(float(p.row["ratio"]), 9))] = p
         points = list(unique.values())
-        rows = pd.DataFrame([p.row for p in points], columns=POINT_COLUMNS)
+        rows = pd.DataFrame([p.row for p in points], columns=point_columns([p.row for p in points]))
         layers = pd.DataFrame([r for p in points for r in p.layers], columns=LAYER_COLUMNS)
         return cls(rows, layers, meta or {})
 
@@ -80,7 +99,7 @@ class SweepResult:
     @classmethod
     def from_json(cls, text: str) -> "SweepResult":
         d = json.loads(text)
-        return cls(pd.DataFrame(d["points"], columns=POINT_COLUMNS),
+        return cls(pd.DataFrame(d["points"], columns=point_columns(d["points"])),
                    pd.DataFrame(d["layers"], columns=LAYER_COLUMNS), d.get("meta", {}))
 
     def to_csv(self) -> tuple[str, str]:
@@ -131,8 +150,10 @@ def sweep(wb: Workbench, methods: Iterable[str | Method], ratios: Iterable[float
             plan_seconds = time.perf_counter() - t0 + (prepare_seconds if i == 0 else 0.0)
             kept = wb.kept_fraction_by_tensor(plan)
             pm = wb.evaluate_plan(plan, structured=structured, kept=kept)
+            fields = asdict(pm)
             row = {"method": key, "label": label, "granularity": method.granularity, "ratio": r,
-                   **{k: v for k, v in asdict(pm).items()}, "plan_seconds": plan_seconds}
+                   **{k: v for k, v in fields.items() if k != "scores"}, **fields["scores"],
+                   "plan_seconds": plan_seconds}
             yield SweepPoint(row, _layer_rows(wb, key, plan, kept))
 
 
@@ -146,11 +167,9 @@ def run_sweep(wb: Workbench, methods: Iterable[str | Method], ratios: Iterable[f
         points.append(point)
         if progress:
             progress(len(points), total, point)
-    meta = {"model": wb.name, "data": wb.data.name, "device": str(wb.device), "structured_evaluation": structured,
-            "dense_accuracy": wb.dense_metrics().accuracy, "dense_params": wb.dense_params,
-            "dense_flops": wb.dense_flops[0], "methods": [m if isinstance(m, str) else m.key for m in methods],
+    meta = {**sweep_meta(wb, structured), "methods": [m if isinstance(m, str) else m.key for m in methods],
             "ratios": ratios}
     return SweepResult.from_points(points, meta)
 
 
-__all__ = ["REGISTRY", "SweepPoint", "SweepResult", "ratio_grid", "run_sweep", "sweep"]
+__all__ = ["REGISTRY", "SweepPoint", "SweepResult", "point_columns", "ratio_grid", "run_sweep", "sweep", "sweep_meta"]

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import copy
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -22,6 +22,7 @@ from . import metrics
 from .data import DataError, DataSplits
 from .plan import Plan, PlanError
 from .structure import GroupError, ModelGroups, Unit, build_groups, find_units
+from .tasks import infer_task
 
 
 def default_device() -> torch.device:
@@ -42,14 +43,17 @@ class PlanMetrics:
     sparsity: float  # fraction of the prunable weights removed (realised, not nominal)
     eval_seconds: float
     evaluation: str  # "masked" (dense cost) or "sliced" (physically smaller model)
+    scores: dict = field(default_factory=dict)  # the task's own metrics beyond accuracy, loss and agreement
 
 
 class Workbench:
-    """``Workbench(model, data, device=None)``: ``model`` is deep-copied once onto ``device`` (CUDA when
-    available) and put in eval mode; ``data`` provides the calibration and evaluation splits."""
+    """``Workbench(model, data, device=None, task=None)``: ``model`` is deep-copied once onto ``device`` (CUDA when
+    available) and put in eval mode; ``data`` provides the calibration and evaluation splits; ``task`` (a kind of
+    ``tasks.TASKS``) says what the model does, by default inferred (``tasks.infer_task``: classification with
+    labels, unlabelled classification, or the embedding task a model declares)."""
 
     def __init__(self, model: nn.Module, data: DataSplits, device: str | torch.device | None = None,
-                 name: str = "model", batch_size: int = 1024):
+                 name: str = "model", batch_size: int = 1024, task: str | None = None):
         self.name = name
         self.data = data
         self.device = torch.device(device) if device is not None else default_device()
@@ -63,6 +67,7 @@ class Workbench:
         self.calib_x = data.calib.x.to(self.device)
         self.calib_y = data.calib.y.to(self.device)
         self.example_input = self.eval_x[:1]
+        self.task = infer_task(self.model, self.eval_y, task)
         self._check_fit()
         self._dense = {k: v.detach().clone() for k, v in self._tensors().items()}
         self._touched: set[str] = set()
@@ -70,6 +75,7 @@ class Workbench:
         self._units: list[Unit] | None = None
         self._dense_eval: metrics.EvalMetrics | None = None
         self._dense_pred: torch.Tensor | None = None
+        self._dense_out: torch.Tensor | None = None
         self._flops: tuple[int, dict[str, int]] | None = None
         self.eval_passes = 0  # full passes over the evaluation split, for benchmarks and tests
 
@@ -82,8 +88,12 @@ class Workbench:
             raise DataError(f"The data does not fit the model: samples of shape {tuple(self.eval_x.shape[1:])} "
                             f"raised {type(e).__name__}: {str(e).splitlines()[0][:300]}") from e
         if not isinstance(out, torch.Tensor) or out.ndim != 2:
-            raise DataError(f"The model must return class scores of shape (batch, classes); it returned "
+            what = "embeddings of shape (batch, dimensions)" if self.task.kind == "embedding" else \
+                "class scores of shape (batch, classes)"
+            raise DataError(f"The model must return {what}; it returned "
                             f"{type(out).__name__}{tuple(out.shape) if isinstance(out, torch.Tensor) else ''}.")
+        if not self.task.labelled:
+            return
         n_classes = max(int(self.eval_y.max()), int(self.calib_y.max())) + 1
         if out.shape[1] < n_classes:
             raise DataError(f"The data has labels up to {n_classes - 1} but the model outputs only "
@@ -142,15 +152,24 @@ class Workbench:
     def dense_metrics(self) -> metrics.EvalMetrics:
         if self._dense_eval is None:
             self.restore()
-            self._dense_eval, self._dense_pred = metrics.evaluate(self.model, self.eval_x, self.eval_y, None,
-                                                                  self.batch_size)
+            self._dense_eval, self._dense_out = metrics.evaluate_task(self.model, self.eval_x, self.eval_y,
+                                                                      self.task, None, self.batch_size)
+            self._dense_pred = self._dense_out.argmax(1)
             self.eval_passes += 1
         return self._dense_eval
 
     @property
     def dense_predictions(self) -> torch.Tensor:
+        """The dense model's top-1 classes on the evaluation split (for embeddings: the argmax dimension,
+        meaningless; use ``dense_outputs``)."""
         self.dense_metrics()
         return self._dense_pred
+
+    @property
+    def dense_outputs(self) -> torch.Tensor:
+        """The dense model's outputs on the evaluation split (class scores or embeddings), computed once."""
+        self.dense_metrics()
+        return self._dense_out
 
     def layer_table(self) -> pd.DataFrame:
         """One row per layer that holds parameters: type, weight shape, parameters and FLOPs (batch 1)."""
@@ -252,7 +271,7 @@ class Workbench:
         """Evaluate one plan: in place on the working copy (``masked``), or for structured plans on the
         physically smaller model (``sliced``). Costs exactly one evaluation pass. ``kept``: the plan's
         ``kept_fraction_by_tensor``, if the caller already has it."""
-        dense_pred = self.dense_predictions
+        dense = self.dense_outputs
         total_flops, per_module = self.dense_flops
         prunable = self.prunable
         kept = kept if kept is not None else self.kept_fraction_by_tensor(plan)
@@ -261,12 +280,12 @@ class Workbench:
         density = {k.rsplit(".", 1)[0]: v for k, v in kept.items() if k.endswith("weight")}
         if plan.is_structured and structured == "sliced":
             small = self.sliced_model(plan)
-            ev, _ = metrics.evaluate(small, self.eval_x, self.eval_y, dense_pred, self.batch_size)
+            ev, _ = metrics.evaluate_task(small, self.eval_x, self.eval_y, self.task, dense, self.batch_size)
             params = metrics.parameter_count(small)
             mode = "sliced"
         else:
             with self.applied(plan) as model:
-                ev, _ = metrics.evaluate(model, self.eval_x, self.eval_y, dense_pred, self.batch_size)
+                ev, _ = metrics.evaluate_task(model, self.eval_x, self.eval_y, self.task, dense, self.batch_size)
                 zeroed = self._zeroed_parameter_entries(plan)
             params = self.dense_params - zeroed
             mode = "masked"
@@ -277,7 +296,8 @@ class Workbench:
             flops = round(total_flops * (prunable_kept / prunable_total if prunable_total else 1.0))
         return PlanMetrics(ev.accuracy, ev.loss, ev.agreement, params, params / self.dense_params, flops,
                            flops / total_flops if total_flops else 1.0,
-                           1.0 - prunable_kept / prunable_total if prunable_total else 0.0, ev.seconds, mode)
+                           1.0 - prunable_kept / prunable_total if prunable_total else 0.0, ev.seconds, mode,
+                           dict(ev.scores))
 
     def plan_cost(self, plan: Plan, kept: dict[str, float] | None = None) -> tuple[int, int]:
         """(parameters, FLOPs) that ``plan`` keeps, counted without an evaluation pass: the numbers

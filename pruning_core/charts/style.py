@@ -27,11 +27,16 @@ AXIS_TITLES = {
     "accuracy": "accuracy",
     "loss": "cross-entropy loss",
     "agreement": "top-1 agreement with the dense model",
+    "top5_overlap": "top-5 overlap with the dense model",
+    "kl": "KL divergence from the dense outputs (nats)",
+    "cosine": "cosine similarity to the dense embeddings",
 }
 SHORT_TITLES = {"ratio": "ratio", "sparsity": "sparsity", "flops_fraction": "FLOPs kept",
                 "params_fraction": "parameters kept", "accuracy": "Accuracy", "loss": "Loss",
-                "agreement": "Agreement with dense"}
-PERCENT = {"ratio", "sparsity", "flops_fraction", "params_fraction", "accuracy", "agreement"}
+                "agreement": "Agreement with dense", "top5_overlap": "Top-5 overlap", "kl": "KL divergence",
+                "cosine": "Cosine similarity"}
+PERCENT = {"ratio", "sparsity", "flops_fraction", "params_fraction", "accuracy", "agreement", "top5_overlap",
+           "cosine"}
 
 
 def method_color(method: str) -> str:
