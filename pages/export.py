@@ -27,7 +27,7 @@ else:
 if st.button("Build export", type="primary"):
     try:
         plan = ui.plan_for(method, ratio)
-        with st.spinner("Exporting, reloading every file to verify it, measuring latency…"):
+        with st.spinner("Exporting, reloading every file to verify it, timing dense and exported model…"):
             bundle = export_plan(wb, plan, formats=("state_dict", *formats), architecture=state.model.architecture)
         model = re.sub(r"[^\w.-]+", "-", state.model.name).strip("-")
         state.export = ui.ExportRecord(state.key, bundle, f"pruned-{model}-{method}-r{ratio:.2f}.zip")
@@ -38,6 +38,7 @@ record = state.export
 if record and record.workbench_key == state.key:
     bundle = record.bundle
     report, before, after = bundle.report, bundle.report["before"], bundle.report["after"]
+    speed = report["speed"]
     st.subheader(f"{ui.method_label(report['method'])} at ratio {report['ratio_removed']:.2f}")
     cols = st.columns(5)
     cols[0].metric("Accuracy", f"{after['accuracy']:.2%}", f"{(after['accuracy'] - before['accuracy']) * 100:+.2f} pp")
@@ -50,9 +51,27 @@ if record and record.workbench_key == state.key:
                    f"{params / before['params'] - 1:+.1%}", delta_color="inverse")
     cols[2].metric("FLOPs" if structured else "FLOPs, zeros skipped", ui.fmt_count(flops) if flops else "n/a",
                    f"{flops / before['flops'] - 1:+.1%}" if flops else None, delta_color="inverse")
-    cols[3].metric("Latency, batch 1", f"{after['latency_ms_batch1']:.3f} ms",
-                   f"{after['latency_ms_batch1'] - before['latency_ms_batch1']:+.3f} ms", delta_color="inverse")
+    kept = speed["flops_kept"]
+    cols[3].metric("FLOPs kept", f"{kept:.1%}" if kept else "n/a",
+                   f"ideal speed-up {speed['ideal_speedup']:.2f}x" if kept else None, delta_color="off",
+                   help="A model that does a fraction f of the multiply-adds can at best run 1/f times faster.")
     cols[4].metric("Realised sparsity", f"{report['realised_sparsity']:.1%}")
+
+    st.markdown(f"**Speed** on {speed['device']}, {speed['threads']} torch thread(s): dense and exported model "
+                f"timed side by side, median of {speed['repeats']} interleaved rounds after {speed['warmup']} "
+                "warm-up runs.")
+    cols = st.columns(2 * len(speed["batches"]))
+    for i, (b, r) in enumerate(speed["batches"].items()):
+        cols[2 * i].metric(f"Latency, batch {b}", f"{r['pruned']['median_ms']:.3g} ms",
+                           f"{r['pruned']['median_ms'] - r['dense']['median_ms']:+.3g} ms "
+                           f"(dense {r['dense']['median_ms']:.3g} ms)", delta_color="inverse")
+        ideal = f" of ideal {speed['ideal_speedup']:.2f}x" if speed["ideal_speedup"] else ""
+        cols[2 * i + 1].metric(f"Speed-up, batch {b}", f"{r['speedup']:.2f}x",
+                               f"{r['efficiency']:.0%}{ideal}" if r["efficiency"] is not None else None,
+                               delta_color="off", help=f"Dense median / exported median; p10-p90 of the rounds "
+                               f"{r['speedup_p10']:.2f}x-{r['speedup_p90']:.2f}x.")
+    if speed["warning"]:
+        st.warning(speed["warning"], icon=":material/speed:")
     v = report["verification"]
     st.success(f"Verified: the exported model reproduces the {v['reference']} on {v['samples']} samples "
                f"(max |difference| {v['max_abs_difference']:.2g}, top-1 agreement {v['top1_agreement']:.2%}); "
@@ -64,6 +83,12 @@ if record and record.workbench_key == state.key:
              if n.endswith((".json", ".md"))]
     st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch",
                  column_config={"size": st.column_config.NumberColumn("size (bytes)", format="localized")})
+    for o in report["formats"].values():
+        if "check" in o:
+            c = o["check"]
+            st.caption(f"{o['file']} run in {c['runtime']} on {c['samples']} evaluation samples against torch: max "
+                       f"|difference| {c['max_abs_difference']:.2g}, top-1 agreement {c['top1_agreement']:.2%}"
+                       + (f" ({c['note']})." if c.get("note") else "."))
     for note in report["notes"]:
         st.caption(note)
     st.download_button(f"Download {record.file_name} ({len(bundle.zip_bytes) / 1024:,.0f} KiB)",

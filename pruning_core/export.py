@@ -11,7 +11,17 @@
     request ``model.onnx`` (``torch.onnx.export``, dynamo exporter).
   * ``plan.json`` (the plan: kept and removed channels or kept counts, the architecture, the input shape) and
     ``report.json`` / ``report.md`` (accuracy, loss, agreement, parameters, FLOPs and measured latency before and
-    after; file sizes; verification).
+    after; the realised speed-up next to the ideal one from FLOPs; file sizes; verification).
+
+Latency is measured with ``latency.speedup``: the dense and the exported model side by side in interleaved
+rounds (warm-up first, median and p10-p90 of the per-round ratios), at batch 1 and at a batch of 64 evaluation
+samples, on the workbench's device with the current torch thread count (both reported). A pruned model that
+comes out slower than the dense one gets a warning in the report (``speed.warning``): it happens with small or
+odd channel counts, which CPU kernels pad to blocks of 8 or 16 channels.
+
+An ONNX file is checked by running it: in onnxruntime (``InferenceSession``, CPU) when it is installed, else in
+onnx's reference evaluator, on the evaluation samples against torch's outputs of the exported model; the
+runtime, max |difference| and top-1 agreement are in ``formats.onnx.check``.
 
 Nothing is offered unverified: a structured plan's physically smaller model must reproduce the masked working
 copy's outputs on the evaluation split (``atol``, identical top-1 classes) or ``ExportError`` is raised, and
@@ -22,6 +32,7 @@ out and its error recorded in the report (the state_dict and plan are always the
 from __future__ import annotations
 
 import copy
+import importlib.util
 import io
 import json
 import logging
@@ -35,6 +46,7 @@ import torch
 from torch import nn
 
 from . import metrics
+from .latency import SLOWER_TOLERANCE, batch_of, speedup
 from .loading import infer_architecture, load_model_file
 from .plan import Plan, PlanError
 from .sparse_format import load_sparse_state_dict, save_sparse_state_dict
@@ -43,7 +55,7 @@ from .workbench import Workbench
 FORMATS = ("state_dict", "torch.export", "torchscript", "onnx")
 FILE_NAMES = {"state_dict": "model_state_dict.safetensors", "sparse": "model_sparse.safetensors",
               "torch.export": "model.pt2", "torchscript": "model.torchscript.pt", "onnx": "model.onnx"}
-_LATENCY_BATCH = 64
+LATENCY_BATCH = 64  # the second batch size latency is measured at (besides 1)
 
 
 class ExportError(ValueError):
@@ -58,12 +70,15 @@ class ExportBundle:
 
 
 def export_plan(wb: Workbench, plan: Plan, formats=("state_dict", "torch.export", "torchscript"),
-                atol: float = 1e-4, latency_repeats: int = 20, architecture: str | None = None) -> ExportBundle:
+                atol: float = 1e-4, latency_repeats: int = 20, architecture: str | None = None,
+                latency_warmup: int = 3, latency_threads: int | None = None) -> ExportBundle:
     """Export ``plan`` applied to ``wb``'s model (see the module docstring).
 
     ``architecture``: the built-in architecture of ``wb``'s model, recorded in plan.json and used to reload the
     state_dict; inferred from the model's class and shapes when not given. Latency is measured on ``wb``'s
-    device, batch 1 and a batch of 64 evaluation samples, median of ``latency_repeats`` runs.
+    device, batch 1 and a batch of 64 evaluation samples: ``latency_warmup`` untimed runs, then
+    ``latency_repeats`` interleaved rounds of dense and exported model, with ``latency_threads`` torch threads
+    (``None``: the current count).
     """
     if not (isinstance(atol, (int, float)) and math.isfinite(atol) and atol >= 0):
         raise ExportError(f"The verification tolerance must be a finite number of 0 or more, got {atol!r}.")
@@ -71,12 +86,11 @@ def export_plan(wb: Workbench, plan: Plan, formats=("state_dict", "torch.export"
     if unknown:
         raise ExportError(f"Unknown export format {unknown[0]!r}; choose from {', '.join(FORMATS)}.")
     architecture = architecture or infer_architecture(wb.model)
-    example, batch = wb.example_input, wb.eval_x[:_LATENCY_BATCH]
+    example, batch = wb.example_input, batch_of(wb.eval_x, LATENCY_BATCH)
 
     wb.restore()
     dense_eval = wb.dense_metrics()
-    before = {**_eval_dict(dense_eval), "params": wb.dense_params, "flops": wb.dense_flops[0],
-              **_latency(wb.model, example, batch, latency_repeats)}
+    before = {**_eval_dict(dense_eval), "params": wb.dense_params, "flops": wb.dense_flops[0]}
 
     model, verification = _exported_model(wb, plan, atol)
     after_eval, _ = metrics.evaluate(model, wb.eval_x, wb.eval_y, wb.dense_predictions, wb.batch_size)
@@ -84,7 +98,13 @@ def export_plan(wb: Workbench, plan: Plan, formats=("state_dict", "torch.export"
     prunable = wb.prunable
     after = {**_eval_dict(after_eval), "params": metrics.parameter_count(model),
              "params_nonzero": int(sum(int(torch.count_nonzero(p)) for p in model.parameters())),
-             "flops": _flops(model, example), **_latency(model, example, batch, latency_repeats)}
+             "flops": _flops(model, example)}
+    speed = _speed(wb.model, model, example, batch, before["flops"], after["flops"], latency_warmup,
+                   latency_repeats, latency_threads)
+    for key, s in speed["batches"].items():
+        before[f"latency_ms_batch{key}"], after[f"latency_ms_batch{key}"] = s["dense"]["median_ms"], \
+            s["pruned"]["median_ms"]
+    before["latency_batch"] = after["latency_batch"] = int(batch.shape[0])
     notes = []
     if not plan.is_structured:
         after["flops_if_zeros_skipped"] = metrics.flops_with_density(
@@ -113,9 +133,11 @@ def export_plan(wb: Workbench, plan: Plan, formats=("state_dict", "torch.export"
         name = FILE_NAMES[fmt]
         try:
             data = writers[fmt]()
-            diff = _round_trip(fmt, data, state_dict, architecture, x_cpu, expected, atol)
+            check = check_onnx(data, x_cpu, expected) if fmt == "onnx" else None
+            diff = _round_trip(fmt, data, state_dict, architecture, x_cpu, expected, atol, check)
             files[name] = data
-            outcome[fmt] = {"file": name, "status": "ok", "bytes": len(data), "round_trip_max_abs_difference": diff}
+            outcome[fmt] = {"file": name, "status": "ok", "bytes": len(data), "round_trip_max_abs_difference": diff,
+                            **({"check": check} if check else {})}
         except Exception as e:  # one format failing must not cost the person the others
             if fmt == "state_dict":
                 raise ExportError(f"The weights could not be saved: {type(e).__name__}: {e}") from e
@@ -129,7 +151,7 @@ def export_plan(wb: Workbench, plan: Plan, formats=("state_dict", "torch.export"
         "realised_sparsity": _realised_sparsity(kept, prunable),
         "model": wb.name, "architecture": architecture, "data": wb.data.name, "device": str(wb.device),
         "evaluation_samples": len(wb.eval_y), "torch": torch.__version__,
-        "verification": verification, "before": before, "after": after, "formats": outcome,
+        "verification": verification, "before": before, "after": after, "speed": speed, "formats": outcome,
         "files": {n: len(b) for n, b in files.items()}, "notes": notes,
     }
     files["report.json"] = json.dumps(report, indent=1).encode()
@@ -164,11 +186,18 @@ def _exported_model(wb: Workbench, plan: Plan, atol: float) -> tuple[nn.Module, 
 
 
 def _round_trip(fmt: str, data: bytes, state_dict: dict, architecture: str | None, x: torch.Tensor,
-                expected: torch.Tensor, atol: float) -> float | None:
+                expected: torch.Tensor, atol: float, onnx_check: dict | None = None) -> float | None:
     """Load a written file back and check it reproduces ``expected`` (or, for weights without a known
-    architecture, the exact tensors). Returns the max abs output difference, or None for the tensor check."""
+    architecture, the exact tensors). Returns the max abs output difference, or None for the tensor check.
+    ``onnx_check``: ``check_onnx``'s result for an ONNX file, whose outputs it already compared."""
+    if onnx_check is not None:
+        diff = onnx_check["max_abs_difference"]
+        if not diff <= atol or onnx_check["top1_agreement"] < 1.0:
+            raise ExportError(f"{onnx_check['runtime']} runs the file to outputs that differ from the exported "
+                              f"model's by up to {diff:.3g}, top-1 agreement {onnx_check['top1_agreement']:.2%}")
+        return diff
     if fmt == "onnx":
-        out = _OnnxReference(data)(x)
+        out = onnx_runner(data)(x)
     elif fmt in ("state_dict", "sparse") and architecture is None:
         from safetensors.torch import load as load_safetensors
 
@@ -222,25 +251,66 @@ def _save_onnx(model: nn.Module, example: torch.Tensor) -> bytes:
     return program.model_proto.SerializeToString()
 
 
-class _OnnxReference:
-    """Runs an ONNX model with onnx's reference evaluator (pure numpy; no onnxruntime needed). Slow, for checks."""
+class OnnxModel:
+    """An ONNX model as a callable taking (N, ...) CPU tensors and returning the first output as a tensor.
 
-    def __init__(self, data: bytes):
-        import onnx
-        from onnx.reference import ReferenceEvaluator
+    ``runtime="onnxruntime"``: an ``onnxruntime.InferenceSession`` on the CPU execution provider (its default
+    graph optimisations and thread count), what a deployment would run. ``runtime="reference"``: onnx's
+    reference evaluator (pure numpy, always available with onnx; slow, for checks). ``name``: the runtime and
+    its version, for reports."""
 
-        self.session = ReferenceEvaluator(onnx.load_from_string(data))
+    def __init__(self, data: bytes, runtime: str = "onnxruntime"):
+        if runtime == "onnxruntime":
+            import onnxruntime as ort
+
+            options = ort.SessionOptions()
+            options.log_severity_level = 3  # errors only: it warns about every unused initialiser
+            self.session = ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
+            self.input_name = self.session.get_inputs()[0].name
+            self.name = f"onnxruntime {ort.__version__} ({', '.join(self.session.get_providers())})"
+        elif runtime == "reference":
+            import onnx
+            from onnx.reference import ReferenceEvaluator
+
+            self.session = ReferenceEvaluator(onnx.load_from_string(data))
+            self.input_name = self.session.input_names[0]
+            self.name = f"onnx {onnx.__version__} reference evaluator"
+        else:
+            raise ValueError(f"unknown ONNX runtime {runtime!r}; choose onnxruntime or reference")
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.session.run(None, {self.session.input_names[0]: x.detach().cpu().numpy()})[0]
+        out = self.session.run(None, {self.input_name: x.detach().cpu().numpy()})[0]
         return torch.from_numpy(np.asarray(out))
+
+
+def onnxruntime_available() -> bool:
+    return importlib.util.find_spec("onnxruntime") is not None
+
+
+def onnx_runner(data: bytes) -> OnnxModel:
+    """The ONNX model in onnxruntime when it is installed (an optional extra), else in the reference evaluator."""
+    return OnnxModel(data, "onnxruntime" if onnxruntime_available() else "reference")
+
+
+def check_onnx(data: bytes, x: torch.Tensor, expected: torch.Tensor) -> dict:
+    """Run the ONNX file ``data`` (``onnx_runner``) on the samples ``x`` (N, ...) and compare with torch's
+    logits ``expected`` (N, classes) of the same model: the runtime, the samples, max |difference| and the
+    fraction of samples whose top-1 class is the same."""
+    runner = onnx_runner(data)
+    out = runner(x)
+    note = None if onnxruntime_available() else "onnxruntime is not installed (optional: requirements-extras.txt)"
+    return {"runtime": runner.name, "samples": len(x),
+            "max_abs_difference": float((out - expected).abs().max()) if len(x) else 0.0,
+            "top1_agreement": float((out.argmax(1) == expected.argmax(1)).float().mean()) if len(x) else 1.0,
+            **({"note": note} if note else {})}
 
 
 # ----- loading a bundle back -----------------------------------------------------------------------------------
 def load_exported(zip_bytes: bytes) -> dict[str, nn.Module]:
     """Every model file of a bundle, loaded back the way a user would: format -> module taking (N, *input_shape)
     CPU tensors and returning logits. Keys: "state_dict" and "sparse" (need the plan's architecture),
-    "torch.export", "torchscript", "onnx" (a callable, run by onnx's reference evaluator)."""
+    "torch.export", "torchscript", "onnx" (an ``OnnxModel``: onnxruntime when installed, else onnx's reference
+    evaluator)."""
     with zipfile.ZipFile(io.BytesIO(zip_bytes)) as zf:
         files = {n: zf.read(n) for n in zf.namelist()}
     architecture = json.loads(files["plan.json"])["architecture"]
@@ -249,7 +319,7 @@ def load_exported(zip_bytes: bytes) -> dict[str, nn.Module]:
         if name not in files:
             continue
         if fmt == "onnx":
-            out[fmt] = _OnnxReference(files[name])
+            out[fmt] = onnx_runner(files[name])
         elif fmt in ("torch.export", "torchscript") or architecture is not None:
             out[fmt] = load_model_file(files[name], name, architecture).model
     return out
@@ -275,15 +345,47 @@ def format_report(report: dict) -> str:
              row("accuracy", "accuracy", ".2%"), row("loss", "loss", ".4f"),
              row("agreement with dense", "agreement", ".2%"), row("parameters", "params", ",d"),
              row("FLOPs (batch 1)", "flops", ",d"), row("latency batch 1 (ms)", "latency_ms_batch1", ".3f"),
-             row(f"latency batch {_LATENCY_BATCH} (ms)", f"latency_ms_batch{_LATENCY_BATCH}", ".3f"), "",
+             row(f"latency batch {a.get('latency_batch', LATENCY_BATCH)} (ms)",
+                 f"latency_ms_batch{a.get('latency_batch', LATENCY_BATCH)}", ".3f"), "",
+             *_speed_lines(report.get("speed")),
              f"Verified against the {v['reference']} on {v['samples']} samples: max |difference| "
              f"{v['max_abs_difference']:.3g} (tolerance {v['atol']:g}), top-1 agreement {v['top1_agreement']:.2%}.",
              "", "| file | size (bytes) | status |", "|---|---|---|"]
     for o in report["formats"].values():
         status = "verified by reloading" if o["status"] == "ok" else f"failed: {o['error']}"
         lines.append(f"| {o['file']} | {o.get('bytes', 0):,} | {status} |")
+    for o in report["formats"].values():
+        if "check" in o:
+            c = o["check"]
+            lines += ["", f"{o['file']} run in {c['runtime']} on {c['samples']} evaluation samples against torch: "
+                          f"max |difference| {c['max_abs_difference']:.3g}, top-1 agreement {c['top1_agreement']:.2%}"
+                          + (f" ({c['note']})." if c.get("note") else ".")]
     lines += [f"- {n}" for n in report["notes"]]
     return "\n".join(lines) + "\n"
+
+
+def _speed_lines(speed: dict | None) -> list[str]:
+    """The report's speed table: realised speed-up per batch size next to the ideal one from FLOPs."""
+    if not speed:
+        return []
+    batches = speed["batches"]
+    x = lambda v: f"{v:.2f}x" if isinstance(v, (int, float)) else "n/a"  # noqa: E731
+    kept = speed["flops_kept"]
+    lines = [f"Speed: dense and exported model timed side by side on {speed['device']}, {speed['threads']} torch "
+             f"thread(s): {speed['warmup']} warm-up runs, then the median of {speed['repeats']} interleaved rounds "
+             f"({speed['timer']}).", "",
+             "| | " + " | ".join(f"batch {b}" for b in batches) + " |", "|---|" + "---|" * len(batches),
+             "| realised speed-up (p10-p90 of rounds) | " + " | ".join(
+                 f"{x(r['speedup'])} ({r['speedup_p10']:.2f}-{r['speedup_p90']:.2f})" for r in batches.values())
+             + " |",
+             "| FLOPs kept -> ideal speed-up (1 / FLOPs kept) | " + " | ".join(
+                 f"{kept:.1%} -> {x(speed['ideal_speedup'])}" if kept else "n/a" for _ in batches) + " |",
+             "| realised / ideal | " + " | ".join(
+                 f"{r['efficiency']:.2f}" if r["efficiency"] is not None else "n/a" for r in batches.values()) + " |",
+             ""]
+    if speed["warning"]:
+        lines += [f"**Warning:** {speed['warning']}", ""]
+    return lines
 
 
 # ----- small helpers -------------------------------------------------------------------------------------------
@@ -291,10 +393,29 @@ def _eval_dict(ev: metrics.EvalMetrics) -> dict:
     return {"accuracy": ev.accuracy, "loss": ev.loss, "agreement": ev.agreement}
 
 
-def _latency(model: nn.Module, example: torch.Tensor, batch: torch.Tensor, repeats: int) -> dict:
-    return {"latency_ms_batch1": metrics.measure_latency(model, example, repeats),
-            f"latency_ms_batch{_LATENCY_BATCH}": metrics.measure_latency(model, batch, repeats),
-            "latency_batch": int(batch.shape[0])}
+def _speed(dense: nn.Module, pruned: nn.Module, example: torch.Tensor, batch: torch.Tensor, dense_flops: int | None,
+           pruned_flops: int | None, warmup: int, repeats: int, threads: int | None) -> dict:
+    """Dense and exported model timed side by side (``latency.speedup``) at batch 1 and ``len(batch)``: the
+    report's ``speed`` entry, with a warning when the exported model is slower though it does fewer FLOPs."""
+    kept = pruned_flops / dense_flops if isinstance(pruned_flops, int) and dense_flops else None
+    results = {str(len(x)): speedup(dense, pruned, x, flops_kept=kept, warmup=warmup, repeats=repeats,
+                                    threads=threads) for x in (example, batch)}
+    first = next(iter(results.values())).dense
+    slower = {b: r for b, r in results.items() if r.slower_than_dense and (kept is None or kept < 1.0)}
+    warning = None
+    if slower:
+        at = " and ".join(f"batch {b} ({r.speedup:.2f}x: {r.pruned.median_ms:.3g} ms against {r.dense.median_ms:.3g})"
+                          for b, r in slower.items())
+        flops = f", although it keeps only {kept:.0%} of the FLOPs" if kept is not None else ""
+        warning = (f"The exported model is slower than the dense one at {at} on {first.device} with "
+                   f"{first.threads} thread(s){flops}. Pruning does not always pay off in time: CPU kernels work "
+                   "in blocks of 8 or 16 channels, so odd or small channel counts cost about what the next block "
+                   "does, and small layers are bound by memory traffic and per-layer overhead rather than by "
+                   "multiply-adds. Try another ratio, or measure on the hardware you deploy to.")
+    return {"device": first.device, "threads": first.threads, "timer": first.timer, "warmup": warmup,
+            "repeats": repeats, "flops_kept": kept, "ideal_speedup": 1.0 / kept if kept else None,
+            "slower_tolerance": SLOWER_TOLERANCE, "batches": {b: r.to_dict() for b, r in results.items()},
+            "warning": warning}
 
 
 def _flops(model: nn.Module, example: torch.Tensor) -> int | None:
@@ -324,5 +445,5 @@ def _first_line(e: BaseException) -> str:
     return (text[0] if text else type(e).__name__)[:300]
 
 
-__all__ = ["FILE_NAMES", "FORMATS", "ExportBundle", "ExportError", "export_plan", "format_report",
-           "load_exported"]
+__all__ = ["FILE_NAMES", "FORMATS", "LATENCY_BATCH", "ExportBundle", "ExportError", "OnnxModel", "check_onnx",
+           "export_plan", "format_report", "load_exported", "onnx_runner", "onnxruntime_available"]
