@@ -83,6 +83,10 @@ def layer_attribution_scores(wb: "Workbench", method: str, n_steps: int = DEFAUL
     if gradients and not wb.calib_x.is_floating_point():
         raise ValueError(f"{method} follows gradients to the input, which needs floating-point samples; these are "
                          f"{wb.calib_x.dtype}")
+    if wb.task.kind == "embedding" and gradients:
+        raise ValueError("this criterion follows the gradient of a class score or a classification loss, and this "
+                         "model returns embeddings, not class scores: use magnitude, BatchNorm scale, activation or "
+                         "APoZ criteria")
     modules = dict(wb.model.named_modules())
     chunk = max(1, wb.batch_size // _rows_per_sample(method, n_steps))
     n = len(wb.calib_x)

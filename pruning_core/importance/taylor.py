@@ -38,6 +38,10 @@ def layer_taylor_scores(wb: "Workbench", layers: list[str] | None = None) -> dic
     if not wb.calib_x.is_floating_point():
         raise ValueError(f"the Taylor criterion follows gradients to the input, which needs floating-point samples; "
                          f"these are {wb.calib_x.dtype}")
+    if wb.task.kind == "embedding" and True:
+        raise ValueError("this criterion follows the gradient of a class score or a classification loss, and this "
+                         "model returns embeddings, not class scores: use magnitude, BatchNorm scale, activation or "
+                         "APoZ criteria")
     modules = dict(wb.model.named_modules())
     outputs: dict[str, torch.Tensor] = {}
 
