@@ -48,7 +48,10 @@ class SentenceEncoder(nn.Module):
     """``SentenceEncoder(bert, normalize=True)``: (N, 2, L) int64 [token ids; attention mask] -> (N, hidden)
     mask-weighted mean of the last hidden states, L2-normalised (sentence-transformers' Pooling with
     ``pooling_mode_mean_tokens`` followed by Normalize). ``tokenizer`` and ``folder`` are kept for convenience and
-    are not part of the module's state."""
+    are not part of the module's state. ``explorer_task`` tells the workbench it returns embeddings
+    (``tasks.infer_task``)."""
+
+    explorer_task = "embedding"
 
     def __init__(self, bert: nn.Module, normalize: bool = True, tokenizer=None, folder: str | None = None):
         super().__init__()

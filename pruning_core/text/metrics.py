@@ -1,9 +1,9 @@
 """How close a pruned sentence encoder's embeddings stay to the dense encoder's, on one set of sentences.
 
 A sentence encoder has no labels to be accurate on; what a user of its embeddings notices is whether the vectors
-moved (``embedding_cosine``) and whether search over them still finds the same neighbours
-(``neighbour_agreement``, ``topk_overlap``). All take (N, D) float tensors of the same sentences, row n of both
-being sentence n; rows need not be normalised (cosine normalises them).
+moved (``embedding_cosine``) and whether search over them still finds the same neighbours (``neighbour_agreement``,
+the workbench's embedding-task metric, re-exported from ``tasks``; ``topk_overlap``). All take (N, D) float tensors
+of the same sentences, row n of both being sentence n; rows need not be normalised (cosine normalises them).
 """
 
 from __future__ import annotations
@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 import torch
+
+from ..tasks import neighbour_agreement
 
 
 def _unit(e: torch.Tensor) -> torch.Tensor:
@@ -35,15 +37,6 @@ def _similarities(e: torch.Tensor) -> torch.Tensor:
     s = u @ u.T
     s.fill_diagonal_(float("-inf"))
     return s
-
-
-def neighbour_agreement(pruned: torch.Tensor, dense: torch.Tensor) -> float:
-    """Fraction of sentences whose nearest other sentence by cosine (the argmax over m != n of cos(e_n, e_m),
-    ties to the lowest index) is the same under the pruned and the dense embeddings. Needs N >= 2."""
-    _check(pruned, dense)
-    if len(dense) < 2:
-        raise ValueError("nearest-neighbour agreement needs at least two sentences")
-    return float((_similarities(pruned).argmax(1) == _similarities(dense).argmax(1)).double().mean())
 
 
 def topk_overlap(pruned: torch.Tensor, dense: torch.Tensor, k: int = 5) -> float:
@@ -77,3 +70,6 @@ def embedding_agreement(pruned: torch.Tensor, dense: torch.Tensor, k: int = 5) -
     """``embedding_cosine``, ``neighbour_agreement`` and ``topk_overlap`` (k) of ``pruned`` against ``dense``."""
     return EmbeddingAgreement(embedding_cosine(pruned, dense), neighbour_agreement(pruned, dense),
                               topk_overlap(pruned, dense, k), k)
+
+
+__all__ = ["EmbeddingAgreement", "embedding_agreement", "embedding_cosine", "neighbour_agreement", "topk_overlap"]

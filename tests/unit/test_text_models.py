@@ -228,6 +228,7 @@ def test_unstructured_magnitude_runs_through_the_workbench(minilm, tokens):
 
     split = Split(tokens, torch.zeros(len(tokens), dtype=torch.long))
     wb = Workbench(minilm, DataSplits("sentences", split, split, split, 1), device="cpu")
+    assert wb.task.kind == "embedding"  # the encoder declares it
     dense = _embed(wb.model, tokens)
     plan = make_method("magnitude-layer").prepare(wb).plan(0.3)
     with wb.applied(plan) as model:
@@ -235,7 +236,11 @@ def test_unstructured_magnitude_runs_through_the_workbench(minilm, tokens):
         zeros = sum(int((p == 0).sum()) for p in wb.prunable.values())
     total = sum(p.numel() for p in wb.prunable.values())
     assert zeros == pytest.approx(0.3 * total, rel=1e-3)
-    assert 0.5 < embedding_cosine(pruned, dense) < 0.9999
+    cosine = embedding_cosine(pruned, dense)
+    assert 0.5 < cosine < 0.9999
+    row = wb.evaluate_plan(plan)
+    assert row.scores["cosine"] == pytest.approx(cosine, abs=1e-5)
+    assert row.agreement == neighbour_agreement(pruned, dense)
     torch.testing.assert_close(_embed(wb.model, tokens), dense, atol=0, rtol=0)  # restored exactly
 
 
