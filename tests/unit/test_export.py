@@ -1,8 +1,11 @@
 """Export: every file in the bundle, loaded back the way a user would, reproduces the masked model; structured
 exports are physically smaller; the sparse file expands back exactly; sizes in the report are the real ones."""
 
+import copy
+import importlib.util
 import io
 import json
+import time
 import zipfile
 
 import pytest
@@ -173,3 +176,111 @@ def test_a_plan_with_a_folded_correction_exports_the_corrected_small_model(demo_
     uncorrected = wb.groups.slice_model(wb.model, plan.pruned_channels)
     assert not torch.equal(weights["conv2.weight"], uncorrected.conv2.weight)
     assert bundle.report["after"]["accuracy"] == pytest.approx(wb.evaluate_plan(plan).accuracy)
+
+
+# ----- speed: dense against exported, side by side ----------------------------------------------------------
+def test_report_puts_the_realised_speedup_next_to_the_flops_reduction(bundles):
+    wb, plan, bundle = bundles["resnet-structured"]
+    report = bundle.report
+    speed, before, after = report["speed"], report["before"], report["after"]
+    small_flops = metrics.count_flops(wb.sliced_model(plan), wb.example_input)[0]
+    kept = small_flops / wb.dense_flops[0]
+    assert kept < 0.5
+    assert speed["flops_kept"] == pytest.approx(kept) and speed["ideal_speedup"] == pytest.approx(1 / kept)
+    assert list(speed["batches"]) == ["1", "64"]
+    assert speed["device"] == "cpu" and speed["threads"] == torch.get_num_threads() and speed["repeats"] == 1
+    md = _members(bundle)["report.md"].decode()
+    for b, s in speed["batches"].items():
+        assert s["dense"]["batch"] == s["pruned"]["batch"] == int(b)
+        assert s["speedup"] == pytest.approx(s["dense"]["median_ms"] / s["pruned"]["median_ms"])
+        assert s["efficiency"] == pytest.approx(s["speedup"] * kept)
+        assert before[f"latency_ms_batch{b}"] == s["dense"]["median_ms"]
+        assert after[f"latency_ms_batch{b}"] == s["pruned"]["median_ms"]
+    row = next(line for line in md.splitlines() if line.startswith("| realised speed-up"))
+    assert [c.split("x")[0].strip() for c in row.split("|")[2:4]] == [
+        f"{speed['batches'][b]['speedup']:.2f}" for b in ("1", "64")]
+    assert f"| FLOPs kept -> ideal speed-up (1 / FLOPs kept) | {kept:.1%} -> {1 / kept:.2f}x |" in md
+    assert "| realised / ideal |" in md
+
+
+def test_unstructured_export_keeps_every_flop_and_never_warns(bundles):
+    _, _, bundle = bundles["cnn-unstructured"]
+    speed = bundle.report["speed"]
+    assert speed["flops_kept"] == 1.0 and speed["ideal_speedup"] == 1.0 and speed["warning"] is None
+
+
+def test_an_exported_model_slower_than_the_dense_one_is_flagged(demo_workbenches, monkeypatch):
+    wb = demo_workbenches["digits-mlp"]
+    plan = make_method("group-l1").prepare(wb).plan(0.5)
+    real = wb.sliced_model
+
+    def slow(plan, share_untouched=True):  # the same small model, with 3 ms added to every forward pass
+        small = real(plan, share_untouched)
+        small.register_forward_hook(lambda *_: time.sleep(0.003))
+        return small
+
+    monkeypatch.setattr(wb, "sliced_model", slow)
+    bundle = export_plan(wb, plan, formats=("state_dict",), latency_repeats=3, latency_warmup=1)
+    speed = bundle.report["speed"]
+    assert all(s["slower_than_dense"] and s["pruned"]["min_ms"] >= 3.0 for s in speed["batches"].values())
+    assert speed["warning"].startswith("The exported model is slower than the dense one at batch 1 (")
+    assert "and batch 64 (" in speed["warning"] and f"keeps only {speed['flops_kept']:.0%}" in speed["warning"]
+    assert f"**Warning:** {speed['warning']}" in _members(bundle)["report.md"].decode()
+
+
+# ----- ONNX run in onnxruntime against torch -----------------------------------------------------------------
+needs_onnxruntime = pytest.mark.skipif(importlib.util.find_spec("onnxruntime") is None,
+                                       reason="onnxruntime is an optional extra (requirements-extras.txt)")
+
+
+@needs_onnxruntime
+def test_onnx_file_is_checked_in_onnxruntime_against_torch(demo_workbenches):
+    import onnxruntime as ort
+
+    wb = demo_workbenches["digits-cnn"]
+    plan = make_method("group-l1").prepare(wb).plan(0.5)
+    bundle = export_plan(wb, plan, formats=("state_dict", "onnx"), latency_repeats=1)
+    check = bundle.report["formats"]["onnx"]["check"]
+    session = ort.InferenceSession(_members(bundle)["model.onnx"], providers=["CPUExecutionProvider"])
+    out = torch.from_numpy(session.run(None, {session.get_inputs()[0].name: wb.eval_x.numpy()})[0])
+    expected = _masked_outputs(wb, plan)
+    assert check["runtime"] == f"onnxruntime {ort.__version__} (CPUExecutionProvider)"
+    assert check["samples"] == len(wb.eval_x) and "note" not in check
+    assert check["top1_agreement"] == float((out.argmax(1) == expected.argmax(1)).float().mean()) == 1.0
+    assert check["max_abs_difference"] == pytest.approx(float((out - expected).abs().max()), abs=2e-6)
+    assert check["max_abs_difference"] <= 1e-4
+    assert f"model.onnx run in onnxruntime {ort.__version__}" in _members(bundle)["report.md"].decode()
+
+
+@needs_onnxruntime
+def test_an_onnx_file_that_disagrees_with_torch_is_left_out(demo_workbenches, monkeypatch):
+    import pruning_core.export as export
+
+    real = export._save_onnx
+
+    def off_by_a_little(model, example):
+        shifted = copy.deepcopy(model)
+        with torch.no_grad():
+            shifted.fc3.bias += 0.01
+        return real(shifted, example)
+
+    monkeypatch.setattr(export, "_save_onnx", off_by_a_little)
+    wb = demo_workbenches["digits-mlp"]
+    bundle = export_plan(wb, make_method("group-l1").prepare(wb).plan(0.5), formats=("state_dict", "onnx"),
+                         latency_repeats=1)
+    onnx = bundle.report["formats"]["onnx"]
+    assert onnx["status"] == "failed" and "model.onnx" not in bundle.files
+    assert onnx["error"].startswith("ExportError: onnxruntime") and "differ from the exported model's by up to 0.01" \
+        in onnx["error"]
+
+
+def test_without_onnxruntime_the_reference_evaluator_checks_the_file(demo_workbenches, monkeypatch):
+    import pruning_core.export as export
+
+    monkeypatch.setattr(export, "onnxruntime_available", lambda: False)
+    wb = demo_workbenches["digits-mlp"]
+    plan = make_method("group-l2").prepare(wb).plan(0.3)
+    bundle = export_plan(wb, plan, formats=("state_dict", "onnx"), latency_repeats=1)
+    check = bundle.report["formats"]["onnx"]["check"]
+    assert check["runtime"].endswith("reference evaluator") and "not installed" in check["note"]
+    assert check["max_abs_difference"] <= 1e-4 and check["top1_agreement"] == 1.0
