@@ -183,7 +183,8 @@ def folder_entries(root: str | os.PathLike, name: str) -> list[ImageEntry]:
                 if entry.name.startswith(".") or entry.name.lower() in _SKIPPED_NAMES:
                     continue
                 if entry.is_symlink():
-                    raise DataError(f"{name}: {entry.path[-120:]!r} is a symbolic link; links are refused.")
+                    where = os.path.relpath(entry.path, root)
+                    raise DataError(f"{name}: {where[:120]!r} is a symbolic link; links are refused.")
                 out.append(entry)
         return sorted(out, key=lambda e: e.name)
 
@@ -219,16 +220,21 @@ def folder_entries(root: str | os.PathLike, name: str) -> list[ImageEntry]:
 
 
 def _open_image(entry: ImageEntry, f, name: str) -> Image.Image:
+    """The image's header, read by Pillow restricted to ``FORMATS``; Pillow's own decompression-bomb check (twice
+    ``Image.MAX_IMAGE_PIXELS``) and text-chunk limits stay in force, below them ``MAX_IMAGE_PIXELS`` applies."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own, lower limit applies
             return Image.open(f, formats=FORMATS)
     except Image.DecompressionBombError as e:
-        raise DataError(f"{name}: {entry.path[:120]!r} declares more than {MAX_IMAGE_PIXELS:,} pixels "
-                        f"({str(e)[:120]}); it was not decoded.") from e
-    except (UnidentifiedImageError, SyntaxError, ValueError) as e:
+        raise DataError(f"{name}: {entry.path[:120]!r} declares far more than {MAX_IMAGE_PIXELS:,} pixels (more "
+                        "than Pillow's decompression-bomb limit); it was not decoded.") from e
+    except UnidentifiedImageError as e:
         raise DataError(f"{name}: {entry.path[:120]!r} is not a PNG or JPEG image (its contents are something "
-                        "else, or damaged).") from e
+                        "else).") from e
+    except (SyntaxError, ValueError) as e:
+        raise DataError(f"{name}: {entry.path[:120]!r} is a damaged or malformed image "
+                        f"({type(e).__name__}: {str(e)[:160]}).") from e
 
 
 def header_sizes(entries: list[ImageEntry], name: str) -> list[tuple[int, int]]:

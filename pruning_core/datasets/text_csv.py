@@ -62,6 +62,8 @@ def read_text_csv(source, name: str = "texts.csv") -> tuple[list[str], np.ndarra
         raise DataError(f"{name}: not UTF-8 text (byte {e.start:,} cannot be decoded); save the CSV as UTF-8.") \
             from e
     del raw
+    if "\x00" in text:
+        raise DataError(f"{name}: holds NUL characters, so it is a binary file rather than a CSV of texts.")
     reader = csv.reader(io.StringIO(text, newline=""), strict=True)
     try:
         header = next(reader, None)
@@ -102,12 +104,12 @@ def read_text_csv(source, name: str = "texts.csv") -> tuple[list[str], np.ndarra
         raise DataError(f"{name}: some rows have a label and others not (text {missing + 1:,} has none); label "
                         "every row or none.")
     if all(label.isdecimal() and label.isascii() for label in labels):
-        values = np.array([int(label) for label in labels], dtype=np.int64)
-        count = int(values.max()) + 1
-        if count > MAX_CLASSES:
-            raise DataError(f"{name}: label {count - 1:,} is too large; labels are class indices 0, 1, 2, ... "
+        numbers = [int(label) for label in labels]
+        top = max(numbers)
+        if top >= MAX_CLASSES:
+            raise DataError(f"{name}: label {str(top)[:30]} is too large; labels are class indices 0, 1, 2, ... "
                             f"(at most {MAX_CLASSES:,} classes).")
-        return texts, values, tuple(str(i) for i in range(count))
+        return texts, np.array(numbers, dtype=np.int64), tuple(str(i) for i in range(top + 1))
     names = tuple(sorted(set(labels)))
     if len(names) > MAX_CLASSES:
         raise DataError(f"{name}: {len(names):,} different labels; at most {MAX_CLASSES:,} classes are allowed.")
