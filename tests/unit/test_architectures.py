@@ -12,7 +12,7 @@ import torch
 
 from pruning_core import Workbench, make_method
 from pruning_core.data import synthetic_images
-from pruning_core.loading import infer_architecture
+from pruning_core.loading import build_pruned_architecture, infer_architecture
 from pruning_core.models import ARCHITECTURES, resnet20, resnet56, vgg16_bn
 from pruning_core.models.efficientnet import same_padding
 
@@ -246,3 +246,15 @@ def test_vit_prunes_mlp_neurons_only():
     assert [g.name for g in wb.groups.groups] == [f"blocks.{i}.mlp.fc1" for i in range(12)]
     assert all(g.size == 768 and g.consumers == [g.name.replace("fc1", "fc2")] for g in wb.groups.groups)
     assert "bare nn.Parameter" in wb.groups.skipped[0][1]
+
+
+@pytest.mark.parametrize("name", ["resnet20-cifar", "mobilenet-v2", "efficientnet-lite0", "vit-tiny"])
+def test_an_exported_pruned_checkpoint_is_rebuilt_at_its_widths(name):
+    """What a user downloads from Export (the sliced state_dict) loads back into the named architecture,
+    depthwise convolutions and MLP widths included, and computes what the sliced model computed."""
+    wb = _workbench(name)
+    small = wb.sliced_model(make_method("group-l1").prepare(wb).plan(0.3), share_untouched=False)
+    rebuilt = build_pruned_architecture(name, small.state_dict())
+    with torch.no_grad():
+        torch.testing.assert_close(rebuilt(wb.eval_x), small(wb.eval_x), rtol=0, atol=0)
+    assert sum(p.numel() for p in rebuilt.parameters()) < wb.dense_params
