@@ -71,8 +71,10 @@ class CifarResNet(nn.Module):
 
 
 def resnet20(num_classes: int = 10, shortcut: str = "B") -> CifarResNet:
+    """ResNet-20 (n=3): 272,474 parameters with option B, 269,722 with option A, at 10 classes."""
     return CifarResNet(3, num_classes, shortcut)
 
 
 def resnet56(num_classes: int = 10, shortcut: str = "B") -> CifarResNet:
+    """ResNet-56 (n=9): 855,770 parameters with option B, 853,018 with option A, at 10 classes."""
     return CifarResNet(9, num_classes, shortcut)

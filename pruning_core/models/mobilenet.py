@@ -54,4 +54,5 @@ class MobileNetV2(nn.Module):
 
 
 def mobilenet_v2(num_classes: int = 1000) -> MobileNetV2:
+    """MobileNetV2, width 1.0: 3,504,872 parameters at 1000 classes."""
     return MobileNetV2(num_classes)

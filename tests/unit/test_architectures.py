@@ -208,7 +208,7 @@ def _with_batch_statistics(model: torch.nn.Module, x: torch.Tensor) -> torch.nn.
     random initialisation with the default statistics (mean 0, variance 1) the deep nets' activations vanish and
     every input gets the same output, which would hide a wrong slice."""
     for m in model.modules():
-        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+        if isinstance(m, (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d, torch.nn.BatchNorm3d)):
             m.reset_running_stats()
             m.momentum = None
     with torch.no_grad():
