@@ -68,7 +68,7 @@ if record and record.workbench_key == state.key:
         ideal = f" of ideal {speed['ideal_speedup']:.2f}x" if speed["ideal_speedup"] else ""
         cols[2 * i + 1].metric(f"Speed-up, batch {b}", f"{r['speedup']:.2f}x",
                                f"{r['efficiency']:.0%}{ideal}" if r["efficiency"] is not None else None,
-                               delta_color="off", help=f"Dense median / exported median; p10-p90 of the rounds "
+                               delta_color="off", help=f"Median over the rounds of dense time / exported time; p10-p90 "
                                f"{r['speedup_p10']:.2f}x-{r['speedup_p90']:.2f}x.")
     if speed["warning"]:
         st.warning(speed["warning"], icon=":material/speed:")

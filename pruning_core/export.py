@@ -414,7 +414,7 @@ def _speed(dense: nn.Module, pruned: nn.Module, example: torch.Tensor, batch: to
                    "multiply-adds. Try another ratio, or measure on the hardware you deploy to.")
     return {"device": first.device, "threads": first.threads, "timer": first.timer, "warmup": warmup,
             "repeats": repeats, "flops_kept": kept, "ideal_speedup": 1.0 / kept if kept else None,
-            "slower_tolerance": SLOWER_TOLERANCE, "batches": {b: r.to_dict() for b, r in results.items()},
+            "slower_tolerance": SLOWER_TOLERANCE, "batches": {b: r.to_dict(times=True) for b, r in results.items()},
             "warning": warning}
 
 

@@ -11,8 +11,8 @@ torch threads in force and the device. On CUDA each pass is timed with a pair of
 Comparisons are made side by side: ``measure_interleaved`` times several models in rounds, each model once
 per round and the order reversed every other round (A B, B A, A B, ...), so machine noise (another process, a
 frequency change, a page fault storm) falls on all of them alike rather than on whichever ran second.
-``speedup(dense, pruned, example)`` measures the two that way and puts the realised speed-up (dense median /
-pruned median, and the spread of the per-round paired ratios) next to the ideal one from FLOPs: a model that
+``speedup(dense, pruned, example)`` measures the two that way and puts the realised speed-up (the median of the
+per-round ratios dense time / pruned time, and their p10-p90) next to the ideal one from FLOPs: a model that
 keeps a fraction ``f`` of the multiply-adds can at best run ``1 / f`` times faster, and the realised fraction of
 that ideal is what structured pruning actually buys on this machine. It can be below 1: oneDNN works in blocks
 of 8 or 16 channels, so 58 channels cost what 64 do, and small layers are bound by memory traffic and per-layer
@@ -91,10 +91,11 @@ class Latency:
 class Speedup:
     """Dense against pruned, measured side by side (``measure_interleaved``).
 
-    ``speedup``: dense median / pruned median. ``speedup_p10`` / ``speedup_p90``: spread of the per-round
-    ratios (dense time / pruned time of the same round). ``flops_kept``: pruned FLOPs / dense FLOPs, when known;
-    ``ideal_speedup`` = 1 / ``flops_kept``; ``efficiency`` = ``speedup`` / ``ideal_speedup`` (1.0: the time fell
-    as much as the multiply-adds did)."""
+    ``speedup``: the median over rounds of dense time / pruned time of the same round (the two ran next to each
+    other, under the same machine conditions; close to dense median / pruned median, and always inside its own
+    spread). ``speedup_p10`` / ``speedup_p90``: the spread of those per-round ratios. ``flops_kept``: pruned
+    FLOPs / dense FLOPs, when known; ``ideal_speedup`` = 1 / ``flops_kept``; ``efficiency`` = ``speedup`` /
+    ``ideal_speedup`` (1.0: the time fell as much as the multiply-adds did)."""
 
     dense: Latency
     pruned: Latency
@@ -117,8 +118,9 @@ class Speedup:
         """The pruned model's median is more than ``SLOWER_TOLERANCE`` above the dense one's."""
         return self.speedup < 1.0 / (1.0 + SLOWER_TOLERANCE)
 
-    def to_dict(self) -> dict:
-        return {"dense": self.dense.to_dict(), "pruned": self.pruned.to_dict(), "speedup": self.speedup,
+    def to_dict(self, times: bool = False) -> dict:
+        """Plain JSON-able dict; the latencies' individual ``times_ms`` only when ``times``."""
+        return {"dense": self.dense.to_dict(times), "pruned": self.pruned.to_dict(times), "speedup": self.speedup,
                 "speedup_p10": self.speedup_p10, "speedup_p90": self.speedup_p90, "flops_kept": self.flops_kept,
                 "ideal_speedup": self.ideal_speedup, "efficiency": self.efficiency,
                 "slower_than_dense": self.slower_than_dense}
@@ -185,7 +187,7 @@ def compare(dense: Latency, pruned: Latency, flops_kept: float | None = None) ->
         raise ValueError("dense and pruned were not measured in the same rounds")
     ratios = np.asarray(dense.times_ms) / np.asarray(pruned.times_ms)
     p10, p90 = (float(v) for v in np.percentile(ratios, [10, 90]))
-    return Speedup(dense, pruned, dense.median_ms / pruned.median_ms, p10, p90, flops_kept)
+    return Speedup(dense, pruned, float(np.median(ratios)), p10, p90, flops_kept)
 
 
 def speedup(dense: Callable[[torch.Tensor], object], pruned: Callable[[torch.Tensor], object],
