@@ -50,7 +50,7 @@ def sha1(data: bytes) -> str:
 
 def architecture_title(name: str) -> str:
     arch = ARCHITECTURES[name]
-    return arch.title if arch.weights else f"{arch.title} · random init, no trained weights"
+    return arch.title if arch.has_weights else f"{arch.title} · random init, no trained weights"
 
 
 @dataclass(frozen=True)

@@ -14,16 +14,11 @@ from .workbench import Workbench, default_device
 
 
 def load_builtin(name: str):
-    """A built-in architecture with its committed demo weights (if it has any), on the CPU, in eval mode."""
-    from safetensors.torch import load_file
-
+    """A built-in architecture with its trained weights (committed demo weights, or published ones from an
+    installed package), randomly initialised if it has none; on the CPU, in eval mode."""
     from .models import ARCHITECTURES
 
-    arch = ARCHITECTURES[name]
-    model = arch.build()
-    if arch.weights_path is not None:
-        model.load_state_dict(load_file(str(arch.weights_path)))
-    return model.eval()
+    return ARCHITECTURES[name].load()
 
 
 __all__ = ["REGISTRY", "DataError", "DataSplits", "GroupError", "Method", "ModelGroups", "Plan", "PlanError",

@@ -146,7 +146,8 @@ def main(argv: list[str] | None = None) -> int:
 # ----- commands --------------------------------------------------------------------------------------------------
 def _models(args) -> int:
     for name, arch in ARCHITECTURES.items():
-        weights = "demo weights" if arch.weights else "no weights (load your own)"
+        weights = ("demo weights" if arch.weights else "published ImageNet weights" if arch.pretrained
+                   else "no weights (load your own)")
         print(f"{name:20} {arch.title}; input {'x'.join(map(str, arch.input_shape))}; {weights}")
     return 0
 

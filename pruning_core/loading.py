@@ -76,7 +76,7 @@ def load_builtin_model(name: str) -> LoadedModel:
     from . import load_builtin
 
     arch = _architecture(name)
-    notes = [] if arch.weights else [f"{arch.title} ships without trained weights: it is randomly initialised."]
+    notes = [] if arch.has_weights else [f"{arch.title} ships without trained weights: it is randomly initialised."]
     return LoadedModel(_ready(load_builtin(name)), name, "builtin", name, arch.input_shape, notes)
 
 

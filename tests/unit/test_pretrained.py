@@ -114,3 +114,12 @@ def test_imagenet_class_names_are_in_the_standard_order():
     assert {i: IMAGENET_CLASSES[i] for i in anchors} == anchors
     duplicates = sorted({n for n in IMAGENET_CLASSES if IMAGENET_CLASSES.count(n) > 1})
     assert duplicates == ["crane", "maillot"]  # as in the original synset list (bird/machine, two swimsuits)
+
+
+def test_load_builtin_gives_the_published_weights():
+    from pruning_core import load_builtin
+
+    _model()  # skips without the package
+    theirs = torch.load(pretrained.efficientnet_lite0_weights_path(), map_location="cpu", weights_only=True)
+    ours = load_builtin("efficientnet-lite0-imagenet").state_dict()
+    assert all(torch.equal(ours[k], theirs[k]) for k in theirs)
