@@ -77,6 +77,16 @@ class SentenceEncoder(nn.Module):
         return build_encoder_groups(self)
 
 
+def _read_json(path: Path) -> dict:
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise EncoderLoadError(f"{path} is not readable JSON ({e}).") from e
+    if not isinstance(value, (dict, list)):
+        raise EncoderLoadError(f"{path} holds {type(value).__name__}, not a JSON object.")
+    return value
+
+
 def _check_folder(folder: Path) -> dict:
     if not folder.is_dir():
         raise EncoderLoadError(f"The sentence-encoder folder {str(folder)!r} does not exist.")
@@ -86,7 +96,7 @@ def _check_folder(folder: Path) -> dict:
                      if name == "model.safetensors" and (folder / "pytorch_model.bin").exists() else "")
             raise EncoderLoadError(f"{name} is missing from {str(folder)!r}; loading is offline only, so nothing "
                                    f"would be downloaded in its place{extra}.")
-    config = json.loads((folder / "config.json").read_text())
+    config = _read_json(folder / "config.json")
     if "auto_map" in config:
         raise EncoderLoadError(f"{folder / 'config.json'} asks for custom model code (auto_map); code from model "
                                "folders is never run (trust_remote_code is refused).")
@@ -97,12 +107,12 @@ def _check_pooling(folder: Path) -> bool:
     """Whether the folder's sentence-transformers pipeline normalises; refuses pooling other than mean."""
     modules_file, normalize = folder / "modules.json", True
     if modules_file.is_file():
-        modules = json.loads(modules_file.read_text())
+        modules = _read_json(modules_file)
         normalize = any(m.get("type", "").endswith("Normalize") for m in modules)
         for m in modules:
             if m.get("type", "").endswith("Pooling"):
                 pooling = folder / m.get("path", "") / "config.json"
-                cfg = json.loads(pooling.read_text()) if pooling.is_file() else {}
+                cfg = _read_json(pooling) if pooling.is_file() else {}
                 if not cfg.get("pooling_mode_mean_tokens", True) or any(cfg.get(k) for k in POOLING_MODES):
                     raise EncoderLoadError(f"{pooling}: only mean pooling is implemented, this model asks for "
                                            f"{ {k: v for k, v in cfg.items() if k.startswith('pooling_mode')} }")

@@ -112,6 +112,21 @@ def test_remote_code_is_refused(tmp_path):
         load_sentence_encoder(folder)
 
 
+def test_pooling_other_than_mean_and_broken_json_are_refused(tmp_path):
+    _needs_model()
+    from pruning_core.text import EncoderLoadError, load_sentence_encoder
+
+    folder = _linked_folder(tmp_path, skip=("1_Pooling",))
+    (folder / "1_Pooling").mkdir()
+    (folder / "1_Pooling" / "config.json").write_text(json.dumps(
+        {"word_embedding_dimension": 384, "pooling_mode_cls_token": True, "pooling_mode_mean_tokens": False}))
+    with pytest.raises(EncoderLoadError, match="only mean pooling"):
+        load_sentence_encoder(folder)
+    (folder / "config.json").write_text("{not json")
+    with pytest.raises(EncoderLoadError, match="not readable JSON"):
+        load_sentence_encoder(folder)
+
+
 def test_tokens_hold_ids_and_mask(minilm, tokens):
     enc = minilm.tokenizer(SENTENCES, padding=True)
     assert tokens.dtype == torch.int64 and tokens.shape[:2] == (len(SENTENCES), 2)
