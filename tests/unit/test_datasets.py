@@ -36,6 +36,8 @@ from pruning_core.datasets.text_csv import read_text_csv
 from pruning_core.limits import FILE_MB_VARIABLE
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
+photos_available = pytest.mark.skipif(importlib.util.find_spec("skimage") is None,
+                                      reason="the photos ship with scikit-image, an optional extra")
 
 
 def _reference_eval_view(img: Image.Image, size: int, resize_to: int) -> torch.Tensor:
@@ -61,6 +63,7 @@ def test_eval_view_crops_the_centre_like_torchvision():
     assert np.array_equal(view, arr[16:240, 38:262])
 
 
+@photos_available
 def test_eval_view_and_normalisation_match_torch_interpolation():
     img = load_photo("astronaut")
     ours = normalised(eval_view(img, 224, 256), IMAGENET_MEAN, IMAGENET_STD)
@@ -91,6 +94,7 @@ def test_random_resized_boxes_stay_inside_with_the_asked_area_and_ratio():
     assert random_resized_box(600, 200, np.random.default_rng(0), scale=(2, 3)) == (166, 0, 433, 200)
 
 
+@photos_available
 def test_every_listed_photo_is_an_installed_colour_photograph():
     assert len(PHOTOS) == 10
     for photo in PHOTOS:
@@ -100,6 +104,7 @@ def test_every_listed_photo_is_an_installed_colour_photograph():
         assert np.abs(arr[:, :, 0] - arr[:, :, 1]).mean() > 3, f"{photo.key} is grey"
 
 
+@photos_available
 def test_photo_eval_set_is_unlabelled_seeded_and_starts_with_the_standard_views():
     d = photo_eval_set(n=14, size=64, n_calib=4, n_train=3, seed=1)
     assert isinstance(d, DataSplits) and d.labelled is False and d.num_classes == 0
