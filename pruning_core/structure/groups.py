@@ -301,4 +301,65 @@ def build_groups(model: nn.Module, example_input: torch.Tensor, ignored_layers: 
         raise GroupError(f"This model has no prunable channel group ({reasons}).")
     order = {n: i for i, n in enumerate(names.values())}
     groups.sort(key=lambda g: order.get(g.name, 0))
+    groups, failed = probe_groups(model, groups, example_input)
+    skipped += failed
+    if not groups:
+        raise GroupError("This model has no prunable channel group (" + "; ".join(f"{n}: {r}" for n, r in skipped)
+                         + ").")
     return ModelGroups(groups, skipped, ignored)
+
+
+def probe_groups(model: nn.Module, groups: list[ChannelGroup], example_input: torch.Tensor
+                 ) -> tuple[list[ChannelGroup], list[tuple[str, str]]]:
+    """Check the groups on the model before anyone relies on them: remove the last channel of every group at
+    once, physically (``slice_model``) and by masking (``zero_channels_``, undone afterwards), and compare the
+    two outputs on ``example_input``. The dependency trace can couple channels wrongly on graphs it does not
+    understand (a channel zero-padding shortcut read as elementwise; q, k and v rows of a fused projection
+    reshaped into heads); such a group makes the sliced model fail or compute something else. When the check
+    fails, each group is checked alone and the failing ones are left out, with the reason. Costs one slice and two
+    forward passes when every group is right (the model in eval mode; its tensors are restored bit for bit)."""
+    def check(subset: list[ChannelGroup]) -> str | None:
+        mg = ModelGroups(subset)
+        pruned = {g.name: torch.tensor([g.size - 1]) for g in subset}
+        saved = {}
+        params = dict(model.named_parameters())
+        for g in subset:
+            for m in g.members:
+                name = f"{m.module}.{m.param}"
+                if m.masked and name in params and name not in saved:
+                    saved[name] = params[name].detach().clone()
+        try:
+            with torch.no_grad():
+                sliced = mg.slice_model(model, pruned)(example_input)
+                mg.zero_channels_(model, pruned)
+                masked = model(example_input)
+        except Exception as e:  # a wrong coupling usually breaks a shape somewhere
+            return f"removing a channel breaks the model ({type(e).__name__}: {str(e).splitlines()[0][:160]})"
+        finally:
+            with torch.no_grad():
+                for name, value in saved.items():
+                    params[name].copy_(value)
+        if not isinstance(sliced, torch.Tensor) or not isinstance(masked, torch.Tensor):
+            return None  # outputs we cannot compare (tuples, dicts): trust the trace
+        if sliced.shape != masked.shape:
+            return f"removing a channel changes the output's shape ({tuple(masked.shape)} -> {tuple(sliced.shape)})"
+        scale = float(masked.detach().abs().max()) if masked.numel() else 0.0
+        if not torch.allclose(sliced.float(), masked.float(), rtol=1e-3, atol=1e-4 * scale + 1e-5):
+            return "the physically smaller model computes something other than the masked one"
+        return None
+
+    was_training = model.training
+    model.eval()
+    try:
+        if not groups or check(groups) is None:
+            return groups, []
+        good, failed = [], []
+        for g in groups:
+            reason = check([g])
+            if reason is None:
+                good.append(g)
+            else:
+                failed.append((g.name, reason))
+        return good, failed
+    finally:
+        model.train(was_training)
