@@ -293,8 +293,10 @@ def decode_into(entry: ImageEntry, header: tuple[int, int], out: torch.Tensor, n
 def image_splits(entries: list[ImageEntry], name: str, size: int = 224, resize_to: int | None = None,
                  mean: tuple[float, ...] = IMAGENET_MEAN, std: tuple[float, ...] = IMAGENET_STD, seed: int = 0,
                  calib_fraction: float = 0.2, max_calib: int = 512, interpolation: str = "bilinear"):
-    """Labelled ``DataSplits`` of checked ``entries``: headers checked (``header_sizes``), the output's memory
-    checked, then each image decoded into its row of one (N, C, size, size) float32 tensor, C = len(mean)."""
+    """Labelled ``DataSplits`` of checked ``entries``: the output's memory and the headers checked
+    (``header_sizes``), then each image decoded into its row of one (N, C, size, size) float32 tensor,
+    C = len(mean) (3: RGB, 1: grey levels). A seeded calibration split of ``calib_fraction`` of each class (at
+    most ``max_calib``), the rest for evaluation, both views of that tensor; train is the calibration split."""
     if len(mean) not in (1, 3) or len(std) != len(mean):
         raise DataError(f"mean and std must both have 3 values (RGB) or 1 (grey levels); got {mean} and {std}.")
     if len(entries) < 2:
@@ -327,7 +329,7 @@ def image_splits(entries: list[ImageEntry], name: str, size: int = 224, resize_t
 def load_image_folder_zip(data: bytes, name: str = "images.zip", **options):
     """Labelled ``DataSplits`` of a zipped folder of images, one class per subfolder (see the module docstring;
     ``options`` as for ``image_splits``: size, resize_to, mean, std, seed, calib_fraction, max_calib,
-    interpolation). Raises ``DataError`` for anything it refuses."""
+    interpolation). Nothing but ``DataError`` leaves this function."""
     if not bytes(data[:2]) == b"PK":
         raise DataError(f"{name}: not a zip archive; zip the folder of class folders and upload the .zip file.")
     if len(data) > max_file_bytes():
@@ -346,13 +348,21 @@ def load_image_folder_zip(data: bytes, name: str = "images.zip", **options):
     except _ZIP_ERRORS as e:
         raise DataError(f"{name}: not a readable zip archive; it is damaged or truncated "
                         f"({type(e).__name__}: {str(e)[:200]}).") from e
+    except Exception as e:  # a last net: nothing but DataError leaves this function
+        raise DataError(f"{name}: not a readable image folder ({type(e).__name__}: {str(e)[:200]}).") from e
 
 
-def load_image_folder(path: str | os.PathLike, **options):
+def load_image_folder(path: str | os.PathLike, within: str | os.PathLike | None = None, **options):
     """Labelled ``DataSplits`` of a folder on the server, ``path/class/image`` (see ``folder_entries`` and the
-    module docstring; ``options`` as for ``image_splits``). Raises ``DataError`` for anything it refuses."""
+    module docstring; ``options`` as for ``image_splits``). ``within``: when given, ``path`` must lie inside that
+    folder once resolved (what an app that lets people name server folders should pass). Nothing but
+    ``DataError`` leaves this function."""
     name = str(path)
     try:
+        if within is not None:
+            base = Path(within).resolve()
+            if not Path(path).resolve().is_relative_to(base):
+                raise DataError(f"{name}: only folders inside {str(base)!r} can be read on this server.")
         return image_splits(folder_entries(path, name), name, **options)
     except DataError:
         raise
@@ -360,6 +370,8 @@ def load_image_folder(path: str | os.PathLike, **options):
         raise DataError(f"{name}: this server does not have the memory to load this dataset.") from e
     except OSError as e:
         raise DataError(f"{name}: cannot be read ({type(e).__name__}: {str(e)[:200]}).") from e
+    except Exception as e:  # a last net: nothing but DataError leaves this function
+        raise DataError(f"{name}: not a readable image folder ({type(e).__name__}: {str(e)[:200]}).") from e
 
 
 __all__ = ["FORMATS", "IMAGE_SUFFIXES", "MAX_IMAGES", "MAX_IMAGE_FILE_BYTES", "MAX_IMAGE_PIXELS", "MAX_MEMBERS",

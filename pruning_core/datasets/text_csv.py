@@ -124,7 +124,14 @@ def load_text_csv(source, tokenizer_dir: str | os.PathLike | None = None, name: 
     file has none. A seeded calibration split of ``calib_fraction`` of each class (at most ``max_calib``); the rest
     is the evaluation split. A refused file raises ``DataError`` and returns nothing, so whatever the caller had
     loaded stays."""
-    texts, labels, class_names = read_text_csv(source, name)
+    try:
+        texts, labels, class_names = read_text_csv(source, name)
+    except DataError:
+        raise
+    except MemoryError as e:
+        raise DataError(f"{name}: this server does not have the memory to read this file.") from e
+    except Exception as e:  # a last net: nothing but DataError leaves this function
+        raise DataError(f"{name}: not a readable CSV file ({type(e).__name__}: {str(e)[:200]}).") from e
     what = f"{len(class_names)} classes" if labels is not None else "unlabelled"
     note = (f"{len(texts):,} texts from {name} ({what}). "
             + ("Accuracy is measured against the file's labels." if labels is not None else

@@ -342,3 +342,29 @@ def test_refused_uploads_leave_global_settings_alone():
     with pytest.raises(DataError):
         read_text_csv(b"text\n" + b"x" * 200_000 + b"\n")
     assert csv.field_size_limit() == limit and Image.MAX_IMAGE_PIXELS == pixels
+
+
+def test_server_folders_outside_the_allowed_root_are_refused(tmp_path):
+    allowed = tmp_path / "data"
+    for cls, colours in COLOURS.items():
+        (allowed / "pets" / cls).mkdir(parents=True)
+        (allowed / "pets" / cls / "0.png").write_bytes(_image_bytes(colours[0], "PNG"))
+    assert load_image_folder(allowed / "pets", within=allowed, size=8).class_names == ("cat", "dog", "emu")
+    with pytest.raises(DataError, match="only folders inside"):
+        load_image_folder(allowed / ".." / "data" / "..", within=allowed, size=8)
+
+
+def test_a_large_jpeg_decoded_at_reduced_scale_matches_the_full_decode():
+    # a smooth 960 x 720 picture: the JPEG decoder's 1/8 scale (120 x 90) still covers the 37-pixel resize
+    cols, rows = np.meshgrid(np.linspace(0, 1, 960), np.linspace(0, 1, 720))
+    arr = (np.stack([cols, rows, 1 - cols * rows], axis=2) * 255).astype(np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, "JPEG", quality=95)
+    data = io.BytesIO()
+    with zipfile.ZipFile(data, "w") as zf:
+        zf.writestr("a/big.jpg", buf.getvalue())
+        zf.writestr("b/small.png", _image_bytes((1, 2, 3), "PNG"))
+    d = load_image_folder_zip(data.getvalue(), size=32)  # resize_to round(32 * 256 / 224) = 37
+    x = torch.cat([d.calib.x, d.eval.x])[torch.cat([d.calib.y, d.eval.y]) == 0][0]
+    ref = _reference_eval_view(Image.fromarray(arr), 32, 37)
+    assert (x - ref).abs().mean() < 0.03
