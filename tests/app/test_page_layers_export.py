@@ -62,6 +62,13 @@ def test_export_builds_a_verified_bundle(app, state):
     bundle = record.bundle
     assert bundle.report["after"]["params"] < bundle.report["before"]["params"]
     assert {"model_state_dict.safetensors", "plan.json", "report.json"} <= set(bundle.files)
+    speed = bundle.report["speed"]
+    metrics = {m.label: m.value for m in at.metric}
+    for b in ("1", "64"):
+        assert metrics[f"Speed-up, batch {b}"] == f"{speed['batches'][b]['speedup']:.2f}x"
+        assert metrics[f"Latency, batch {b}"] == f"{speed['batches'][b]['pruned']['median_ms']:.3g} ms"
+    assert metrics["FLOPs kept"] == f"{speed['flops_kept']:.1%}"
+    assert [w.value for w in at.warning] == ([speed["warning"]] if speed["warning"] else [])
 
 
 @pytest.mark.skipif(not HAS_EXPORT, reason="pruning_core.export is not importable yet")
