@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..data import DataError, Split
+from ..data import DataError
 from .images import IMAGENET_MEAN, IMAGENET_STD, crop_view, eval_view, normalised, random_resized_box
 from .splits import check_memory, make_splits, unlabelled
 
@@ -64,22 +64,19 @@ def load_photo(photo: Photo | str) -> Image.Image:
 
 def _views(images: list[Image.Image], n: int, rng: np.random.Generator, size: int, resize_to: int,
            mean: tuple[float, ...], std: tuple[float, ...], centre_first: bool, scale: tuple[float, float],
-           interpolation: str) -> tuple[torch.Tensor, list[str]]:
+           interpolation: str) -> torch.Tensor:
     """(n, 3, size, size) views, photo i % len(images) for view i: the first view of each photo is its ImageNet
     evaluation view when ``centre_first``, every other view a random resized crop, flipped with probability 1/2."""
     x = torch.empty((n, 3, size, size), dtype=torch.float32)
-    kinds = []
     for i in range(n):
         img = images[i % len(images)]
         if centre_first and i < len(images):
-            view, kind = eval_view(img, size, resize_to, interpolation), "centre"
+            view = eval_view(img, size, resize_to, interpolation)
         else:
             box = random_resized_box(*img.size, rng, scale)
-            flip = bool(rng.random() < 0.5)
-            view, kind = crop_view(img, box, size, flip, interpolation), "crop" + (" flipped" if flip else "")
+            view = crop_view(img, box, size, bool(rng.random() < 0.5), interpolation)
         normalised(view, mean, std, out=x[i])
-        kinds.append(kind)
-    return x, kinds
+    return x
 
 
 def photo_eval_set(n: int = 256, size: int = 224, seed: int = 0, n_calib: int = 64, n_train: int = 128,
@@ -113,16 +110,15 @@ def photo_eval_set(n: int = 256, size: int = 224, seed: int = 0, n_calib: int = 
     images = [load_photo(BY_KEY[k]) for k in keys]
     common = dict(size=size, resize_to=resize_to, mean=tuple(mean), std=tuple(std), scale=scale,
                   interpolation=interpolation)
-    ev, _ = _views(images, n, np.random.default_rng([seed, 0]), centre_first=True, **common)
-    cal, _ = _views(images, n_calib, np.random.default_rng([seed, 1]), centre_first=False, **common)
-    tr, _ = _views(images, n_train, np.random.default_rng([seed, 2]), centre_first=False, **common)
-    subjects = ", ".join(k for k in keys)
+    ev = _views(images, n, np.random.default_rng([seed, 0]), centre_first=True, **common)
+    cal = _views(images, n_calib, np.random.default_rng([seed, 1]), centre_first=False, **common)
+    tr = _views(images, n_train, np.random.default_rng([seed, 2]), centre_first=False, **common)
+    subjects = ", ".join(keys)
     note = (f"{n} evaluation crops of {len(keys)} photos shipped with scikit-image and scikit-learn ({subjects}), "
             f"unlabelled: figures measure agreement with the dense model, not accuracy on ImageNet. Crops of one "
             f"photo are correlated; the {n_train} training crops show the same photos.")
-    train: Split = unlabelled(tr)
-    return make_splits(f"{n} crops of {len(keys)} photos (unlabelled)", train, unlabelled(cal), unlabelled(ev), 0,
-                       labelled=False, note=note)
+    return make_splits(f"{n} crops of {len(keys)} photos (unlabelled)", unlabelled(tr), unlabelled(cal),
+                       unlabelled(ev), 0, labelled=False, note=note)
 
 
 __all__ = ["BY_KEY", "PHOTOS", "Photo", "load_photo", "photo_eval_set"]
