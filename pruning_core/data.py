@@ -30,8 +30,8 @@ class DataError(ValueError):
 
 @dataclass(frozen=True)
 class Split:
-    x: torch.Tensor  # (N, *sample_shape) float32
-    y: torch.Tensor  # (N,) int64
+    x: torch.Tensor  # (N, *sample_shape) float32; int64 (N, 2, L) token ids and attention masks for text models
+    y: torch.Tensor  # (N,) int64 class indices; -1 in every entry when the data has no labels
 
     def __len__(self) -> int:
         return int(self.y.shape[0])
@@ -46,7 +46,10 @@ class DataSplits:
     train: Split
     calib: Split
     eval: Split
-    num_classes: int
+    num_classes: int  # 0 when unlabelled
+    labelled: bool = True  # False: every label is -1 and figures can only compare with the dense model
+    class_names: tuple[str, ...] = ()  # name of class i, when the data names its classes
+    note: str = ""  # what figures measured on this data mean, for the person reading them
 
     @property
     def sample_shape(self) -> tuple[int, ...]:
@@ -55,7 +58,8 @@ class DataSplits:
     def describe(self) -> dict:
         return {"name": self.name, "train": len(self.train), "calibration": len(self.calib),
                 "evaluation": len(self.eval), "sample_shape": list(self.sample_shape),
-                "classes": self.num_classes}
+                "classes": self.num_classes, "labelled": self.labelled, "class_names": list(self.class_names),
+                "note": self.note}
 
 
 def _stratified_split(y: np.ndarray, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:

