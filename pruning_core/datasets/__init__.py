@@ -8,16 +8,16 @@
   (one class per subfolder) and a CSV of texts with optional labels, checked before anything is allocated
   (``folders``, ``text``).
 
-Every dataset is a ``data.DataSplits`` with ``labelled``, ``class_names`` and ``note`` (``splits.make_splits``).
+Every dataset is a ``data.DataSplits`` that says whether it is ``labelled``, its ``class_names`` and a ``note`` on
+what figures measured on it mean.
 """
 
 from .folders import load_image_folder, load_image_folder_zip
 from .images import IMAGENET_MEAN, IMAGENET_STD
 from .photos import PHOTOS, photo_eval_set
-from .splits import DescribedSplits, make_splits
 from .text import corpus_sentences, sentence_eval_set, split_sentences, tokenize_sentences
 from .text_csv import load_text_csv
 
-__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "PHOTOS", "DescribedSplits", "corpus_sentences", "load_image_folder",
-           "load_image_folder_zip", "load_text_csv", "make_splits", "photo_eval_set", "sentence_eval_set",
+__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "PHOTOS", "corpus_sentences", "load_image_folder",
+           "load_image_folder_zip", "load_text_csv", "photo_eval_set", "sentence_eval_set",
            "split_sentences", "tokenize_sentences"]

@@ -37,10 +37,10 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from ..data import DataError, Split
+from ..data import DataError, DataSplits, Split
 from ..limits import human_bytes, max_file_bytes, too_large
 from .images import IMAGENET_MEAN, IMAGENET_STD, eval_view, normalised, resized_shorter_side
-from .splits import calibration_indices, check_memory, make_splits
+from .splits import calibration_indices, check_memory
 
 MAX_MEMBERS = 50_000  # zip entries or folder entries, directories and skipped files included
 MAX_IMAGES = 20_000
@@ -322,7 +322,7 @@ def image_splits(entries: list[ImageEntry], name: str, size: int = 224, resize_t
     calib = Split(x[:n_cal], yt[:n_cal])  # views of the one buffer
     note = (f"{len(entries):,} images in {len(class_names)} classes from {name}; classes numbered in the sorted "
             "order of the folder names (as torchvision's ImageFolder does).")
-    return make_splits(name, calib, calib, Split(x[n_cal:], yt[n_cal:]), len(class_names), labelled=True,
+    return DataSplits(name, calib, calib, Split(x[n_cal:], yt[n_cal:]), len(class_names), labelled=True,
                        class_names=class_names, note=note)
 
 

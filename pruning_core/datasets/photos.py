@@ -15,9 +15,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..data import DataError
+from ..data import DataError, DataSplits
 from .images import IMAGENET_MEAN, IMAGENET_STD, crop_view, eval_view, normalised, random_resized_box
-from .splits import check_memory, make_splits, unlabelled
+from .splits import check_memory, unlabelled
 
 
 @dataclass(frozen=True)
@@ -117,7 +117,7 @@ def photo_eval_set(n: int = 256, size: int = 224, seed: int = 0, n_calib: int = 
     note = (f"{n} evaluation crops of {len(keys)} photos shipped with scikit-image and scikit-learn ({subjects}), "
             f"unlabelled: figures measure agreement with the dense model, not accuracy on ImageNet. Crops of one "
             f"photo are correlated; the {n_train} training crops show the same photos.")
-    return make_splits(f"{n} crops of {len(keys)} photos (unlabelled)", unlabelled(tr), unlabelled(cal),
+    return DataSplits(f"{n} crops of {len(keys)} photos (unlabelled)", unlabelled(tr), unlabelled(cal),
                        unlabelled(ev), 0, labelled=False, note=note)
 
 

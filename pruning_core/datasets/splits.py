@@ -1,49 +1,16 @@
-"""What the offline and uploaded datasets add to ``data.DataSplits``: whether the labels are real, the class names,
-and a sentence saying what the figures measured on the data mean.
-
-``make_splits`` builds a ``DataSplits`` with those three fields. Until ``DataSplits`` itself has them (requested
-of the lead in /tmp/notes/data-requests.md), it returns ``DescribedSplits``, a subclass that adds them, so callers
-read ``splits.labelled``, ``splits.class_names`` and ``splits.note`` either way. Unlabelled splits hold -1 in
-every label (``tasks.is_labelled`` reads that too).
+"""Helpers the offline and uploaded datasets share: unlabelled splits (-1 in every label, which
+``tasks.is_labelled`` reads too), the memory check before allocating, and the seeded calibration split.
 """
 
 from __future__ import annotations
 
-import dataclasses
-
 import numpy as np
 import torch
 
-from ..data import DataError, DataSplits, Split
+from ..data import DataError, Split
 from ..limits import max_file_bytes, too_large
 
 UNLABELLED = -1
-
-
-@dataclasses.dataclass(frozen=True)
-class DescribedSplits(DataSplits):
-    """A ``DataSplits`` that says whether its labels are real (``labelled``), names its classes
-    (``class_names``, index i is class i) and states what figures measured on it mean (``note``)."""
-
-    labelled: bool = True
-    class_names: tuple[str, ...] = ()
-    note: str = ""
-
-    def describe(self) -> dict:
-        return {**super().describe(), "labelled": self.labelled, "class_names": list(self.class_names),
-                "note": self.note}
-
-
-_EXTRA = {"labelled", "class_names", "note"}
-
-
-def make_splits(name: str, train: Split, calib: Split, evaluation: Split, num_classes: int, *, labelled: bool,
-                class_names: tuple[str, ...] = (), note: str = "") -> DataSplits:
-    """A ``DataSplits`` carrying ``labelled``, ``class_names`` and ``note``: ``DataSplits`` itself once it has
-    those fields, ``DescribedSplits`` until then."""
-    cls = DataSplits if _EXTRA <= {f.name for f in dataclasses.fields(DataSplits)} else DescribedSplits
-    return cls(name, train, calib, evaluation, num_classes, labelled=labelled,  # type: ignore[call-arg]
-               class_names=tuple(class_names), note=note)
 
 
 def unlabelled(x: torch.Tensor) -> Split:
@@ -83,4 +50,4 @@ def calibration_indices(y: np.ndarray, calib_fraction: float, max_calib: int, se
     return calib_idx, eval_idx
 
 
-__all__ = ["UNLABELLED", "DescribedSplits", "calibration_indices", "check_memory", "make_splits", "unlabelled"]
+__all__ = ["UNLABELLED", "calibration_indices", "check_memory", "unlabelled"]

@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..data import DataError, Split
-from .splits import UNLABELLED, calibration_indices, check_memory, make_splits, unlabelled
+from ..data import DataError, DataSplits, Split
+from .splits import UNLABELLED, calibration_indices, check_memory, unlabelled
 
 # a sentence ends at . ! or ? (optionally followed by a closing quote or bracket), before white space and a capital,
 # digit, or opening quote or bracket
@@ -165,7 +165,7 @@ def tokenized_splits(name: str, sentences: list[str], labels: np.ndarray | None,
     calib = Split(x[cal_idx], yt[cal_idx])
     evaluation = Split(x[ev_idx], yt[ev_idx])
     labelled = labels is not None
-    return make_splits(name, calib, calib, evaluation, len(class_names) if labelled else 0, labelled=labelled,
+    return DataSplits(name, calib, calib, evaluation, len(class_names) if labelled else 0, labelled=labelled,
                        class_names=class_names, note=note)
 
 
@@ -188,7 +188,7 @@ def sentence_eval_set(tokenizer_dir: str | os.PathLike | None = None, n: int = 5
     note = (f"{n} sentences of the Python language reference shipped with CPython (pydoc_data), unlabelled: "
             "figures measure agreement with the dense model on technical English prose, not accuracy on a "
             f"benchmark. {truncated} of {len(chosen)} sentences reach the {max_length}-token limit.")
-    return make_splits(f"{n} sentences of the Python reference (unlabelled)", unlabelled(x[n + n_calib:]),
+    return DataSplits(f"{n} sentences of the Python reference (unlabelled)", unlabelled(x[n + n_calib:]),
                        unlabelled(x[n:n + n_calib]), unlabelled(x[:n]), 0, labelled=False, note=note)
 
 
