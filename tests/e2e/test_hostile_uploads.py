@@ -37,6 +37,13 @@ class _Payload:
         return (open, (self.marker, "w"))
 
 
+
+def _choose_data(page, label: str) -> None:
+    """Pick a dataset kind in the Model & data page's Dataset selectbox."""
+    page.get_by_test_id("stSelectbox").filter(has_text="Dataset").click()
+    page.get_by_role("option", name=label, exact=True).click()
+    wait_for_app_run(page)
+
 def _pickle_payload(path: Path, marker: Path) -> Path:
     torch.save(_Payload(marker), path)
     return path
@@ -144,8 +151,7 @@ def test_hostile_files_are_refused_and_the_loaded_model_stays(page, tmp_path):
 
     page.get_by_text("Built-in", exact=True).click()
     wait_for_app_run(page)
-    page.get_by_text("Upload .npz", exact=True).click()
-    wait_for_app_run(page)
+    _choose_data(page, "Upload .npz")
     bomb = _npz_shape_bomb(tmp_path / "shape-bomb.npz")
     _upload(page, ".npz with arrays", bomb)
     _load(page)
@@ -154,8 +160,7 @@ def test_hostile_files_are_refused_and_the_loaded_model_stays(page, tmp_path):
     assert not marker.exists()
 
     # the app still works on what was loaded before: a small sweep
-    page.get_by_text("Bundled digits", exact=True).click()
-    wait_for_app_run(page)
+    _choose_data(page, "Bundled digits")
     page.get_by_test_id("stSidebarNav").get_by_text("Sweep", exact=True).click()
     wait_for_app_run(page)
     ratios = page.get_by_label("…or a list of ratios (overrides the grid)")
@@ -202,8 +207,7 @@ def test_a_file_over_the_limit_is_named_and_never_swapped_for_the_earlier_one(pa
     page.screenshot(path=str(ARTIFACTS / "over_limit_load.png"))
 
     # the .npz uploader: a file of the wrong type, dragged and dropped onto it, is refused the same way
-    page.get_by_text("Upload .npz", exact=True).click()
-    wait_for_app_run(page)
+    _choose_data(page, "Upload .npz")
     files = page.evaluate_handle(
         "() => { const t = new DataTransfer(); t.items.add(new File(['0,1,2'], 'digits.csv')); return t; }")
     zone = _uploader(page, ".npz with arrays").get_by_test_id("stFileUploaderDropzone")
