@@ -16,5 +16,11 @@ def render_sidebar() -> None:
     with st.sidebar:
         st.markdown(f"**Model** · {plain(s.model.name)}  \n**Data** · {plain(s.data.name)}  \n"
                     f"**Device** · `{s.workbench.device}`")
-        st.metric("Dense accuracy", f"{dense.accuracy:.2%}",
-                  help=f"On the {s.data.evaluation} evaluation samples; loss {dense.loss:.4f}.")
+        task = s.workbench.task
+        if task.kind == "classification":
+            st.metric("Dense accuracy", f"{dense.accuracy:.2%}",
+                      help=f"On the {s.data.evaluation} evaluation samples; loss {dense.loss:.4f}.")
+        else:
+            st.metric("Task", "embeddings" if task.kind == "embedding" else "classes, no labels",
+                      help=f"{task.description}. The data has no labels: every figure compares the pruned model "
+                           f"with the dense one on the {s.data.evaluation} evaluation samples.")

@@ -19,7 +19,9 @@ from pruning_core.models import ARCHITECTURES
 DEMO_MODEL = "digits-resnet"
 SENTENCE_ENCODER = "minilm"
 DIGITS_ID = "bundled:digits"
-ARCHITECTURE_CHOICES = list(ARCHITECTURES)
+# the demo models, then models with published weights, then the architectures without weights
+ARCHITECTURE_CHOICES = sorted(ARCHITECTURES, key=lambda n: (not ARCHITECTURES[n].weights,
+                                                            not ARCHITECTURES[n].has_weights))
 
 
 @st.cache_resource(show_spinner="Loading the built-in model…", max_entries=8)

@@ -139,7 +139,7 @@ if wb.task.kind == "classification":
     cols[2].metric("Dense accuracy", f"{dense.accuracy:.2%}")
     cols[3].metric("Dense loss", f"{dense.loss:.4f}")
 else:
-    cols[2].metric("Task", {"unlabelled": "classes, no labels", "embedding": "embeddings"}[wb.task.kind],
+    cols[2].metric("Task", {"unlabelled": "no labels", "embedding": "embeddings"}[wb.task.kind],
                    help=wb.task.description)
     cols[3].metric("Outputs per sample", f"{wb.dense_outputs.shape[1]:,}")
 cols[4].metric("Device", str(wb.device))
@@ -147,7 +147,7 @@ if wb.task.kind != "classification":
     st.info(f"This data has no labels, so every figure is measured against the dense model's own outputs "
             f"({wb.task.description}); the headline is {wb.task.metric(wb.task.primary).label}. Calibration "
             f"targets: {wb.calib_targets}.")
-st.caption(f"Data: {data.evaluation:,} evaluation samples (every accuracy shown), {data.calibration:,} "
+st.caption(f"Data: {data.evaluation:,} evaluation samples (every figure shown), {data.calibration:,} "
            f"calibration samples (for methods that look at activations or gradients) · sample shape "
            f"{'x'.join(map(str, data.sample_shape))} · "
            + (f"{data.classes} classes." if data.labelled else "no labels.") + (f" {data.note}" if data.note else ""))

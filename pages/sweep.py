@@ -77,7 +77,8 @@ def results() -> None:
     at = at[~at.index.duplicated(keep="last")]  # one row per method, even from a record made before merging
     best = at[primary].idxmax()
     cols = st.columns(4)
-    cols[0].metric(f"Best {SHORT_TITLES.get(primary, primary).lower()} at ratio {ratio:.2f}",
+    cols[0].metric(f"Best {SHORT_TITLES.get(primary, primary).lower()} at ratio {ratio:.2f}" if primary == "accuracy"
+                   else f"Best {SHORT_TITLES.get(primary, primary).lower()} at {ratio:.2f}",
                    f"{at.loc[best, primary]:.2%}", f"{(at.loc[best, primary] - dense) * 100:+.1f} pp vs dense",
                    help=f"{at.loc[best, 'label']}: {name}")
     cols[1].metric("Realised sparsity (best method)", f"{at.loc[best, 'sparsity']:.1%}")

@@ -37,7 +37,7 @@ def test_efficientnet_lite0_on_the_bundled_photos(app, state):
     assert s.workbench.eval_x.shape[1:] == (3, 224, 224)
     at, result = _sweep(at, state, ["group-l1"], "0.1")
     assert result.meta["primary"] == "agreement" and {"top5_overlap", "kl"} <= set(result.points.columns)
-    assert any(m.label.startswith("Best agreement with dense") for m in at.metric)
+    assert any(m.label.startswith("Best agreement with dense at 0.10") for m in at.metric)
 
 
 def test_minilm_on_the_bundled_sentences(app, state):
