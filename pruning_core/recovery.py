@@ -28,6 +28,7 @@ from typing import Callable, Iterable
 import pandas as pd
 import torch
 
+from . import metrics
 from .experiments.training import DEMO_BATCH, DEMO_LR, DEMO_WEIGHT_DECAY, OPTIMIZERS, train_masked, trainable_copy
 from .methods import Method, make_method
 from .plan import Plan, PlanError, check_ratio
@@ -42,14 +43,27 @@ RECOVERY_COLUMNS = ["method", "label", "ratio", "stage", "accuracy", "loss", "ag
 
 def training_split(wb: Workbench):
     """The split fine-tuning trains on: ``wb.data.train``, or the calibration split when there is no training
-    split (an uploaded .npz with only evaluation and calibration data). Never the evaluation split."""
-    return wb.data.train if len(wb.data.train) > 0 else wb.data.calib
+    split (an uploaded .npz with only evaluation and calibration data). Never the evaluation split.
+
+    Data without labels (``wb.task.kind == "unlabelled"``) is labelled with the dense model's own top-1 classes,
+    so fine-tuning distils the dense model (hard labels, Hinton et al. 2015's limit of zero temperature) rather
+    than fitting labels nobody gave. Embedding models have no class to train towards: refused with a reason."""
+    split = wb.data.train if len(wb.data.train) > 0 else wb.data.calib
+    if wb.task.kind == "embedding":
+        raise PlanError("fine-tuning trains with a classification loss, and this model returns embeddings; "
+                        "recovery for embedding models is not available yet")
+    if wb.task.kind == "unlabelled":
+        wb.restore()
+        targets = metrics.predict(wb.model, split.x.to(wb.device), wb.batch_size).argmax(1).to(split.y.device)
+        split = type(split)(split.x, targets)
+    return split
 
 
 def finetune_steps(wb: Workbench, epochs: int = DEFAULT_EPOCHS, batch_size: int = RECIPE["batch_size"]) -> int:
     """Optimiser steps one ``finetune_plan`` run takes: ``epochs * ceil(N / batch_size)`` for N training samples
     (for a progress bar fed by ``on_step``)."""
-    return int(epochs) * math.ceil(len(training_split(wb)) / int(batch_size))
+    samples = len(wb.data.train) if len(wb.data.train) > 0 else len(wb.data.calib)
+    return int(epochs) * math.ceil(samples / int(batch_size))
 
 
 def plan_masks(wb: Workbench, plan: Plan, shapes: dict[str, torch.Size]) -> dict[str, torch.Tensor]:

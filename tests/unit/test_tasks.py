@@ -134,3 +134,16 @@ def test_minilm_prunes_whole_heads_and_ffn_neurons_through_the_workbench():
     masked, sliced = (run_sweep(wb, ["group-l2"], [0.25], structured=s).points.iloc[0] for s in ("masked", "sliced"))
     assert sliced["cosine"] == pytest.approx(masked["cosine"], abs=1e-5) and sliced["cosine"] < 0.999
     assert sliced["params_fraction"] == pytest.approx(masked["params_fraction"])
+
+
+def test_fine_tuning_on_unlabelled_data_distils_the_dense_model(digits):
+    """Without labels the training targets are the dense model's top-1: recovery raises agreement."""
+    from pruning_core.recovery import run_recovery, training_split
+
+    wb = Workbench(load_builtin("digits-cnn"), unlabelled(digits), device="cpu")
+    split = training_split(wb)
+    with torch.inference_mode():
+        assert torch.equal(split.y, wb.model(digits.train.x).argmax(1))
+    rows = run_recovery(wb, ["group-l1"], [0.5], epochs=3).set_index("stage")
+    assert rows.loc["fine-tuned", "agreement"] > rows.loc["pruned", "agreement"] + 0.1
+    assert math.isnan(rows.loc["fine-tuned", "accuracy"])
