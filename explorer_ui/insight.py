@@ -19,7 +19,7 @@ from pruning_core.importance.criteria import CRITERIA, channel_scores
 from .plans import method_label
 from .state import state
 
-SENSITIVITY_COLUMNS = ["group", "ratio", "accuracy", "loss", "agreement", "accuracy_drop", "loss_increase"]
+SENSITIVITY_COLUMNS = ["group", "ratio", "accuracy", "loss", "agreement", "accuracy_drop", "loss_increase", "drop"]
 LIVE_DRAW_SECONDS = 0.4  # the live heatmap is redrawn at most this often while cells arrive
 
 
@@ -114,7 +114,7 @@ def run_sensitivity_live(criterion: str, split: str, ratios: tuple[float, ...],
         record.seconds += float(row.get("seconds", 0.0))
         done = len(record.rows)
         bar.progress(min(done / record.planned, 1.0), text=f"{done}/{record.planned}: {row['group']} at ratio "
-                     f"{float(row['ratio']):.2f} -> accuracy drop {float(row['accuracy_drop']) * 100:+.1f} pp")
+                     f"{float(row['ratio']):.2f} -> {wb.task.primary} drop {float(row['drop']) * 100:+.1f} pp")
         if time.perf_counter() - last_draw[0] > LIVE_DRAW_SECONDS:
             draw(record)
             last_draw[0] = time.perf_counter()

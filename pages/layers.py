@@ -128,8 +128,11 @@ with sensitivity_tab:
             "eval": "evaluation split", "calib": "calibration split"}.get, **ui.keep("sens_split", "eval"))
         listed = right.text_input("Ratios of each group's channels", **ui.keep(
             "sens_ratios", "0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9"))
-        metric = st.radio("Heatmap shows", ["accuracy_drop", "loss_increase", "agreement"], horizontal=True,
-                          format_func=sens_charts.METRIC_TITLES.get, **ui.keep("sens_metric", "accuracy_drop"))
+        headline = wb.task.primary
+        shown_metrics = ["drop", "loss_increase", "agreement"] if wb.task.labelled else ["drop", "agreement"]
+        metric = st.radio("Heatmap shows", shown_metrics, horizontal=True, format_func=lambda m: (
+            f"{wb.task.metric(headline).label} lost (points)" if m == "drop" else sens_charts.METRIC_TITLES[m]),
+            **ui.keep("sens_metric", "drop", options=shown_metrics))
         try:
             ratios = tuple(r for r in ui.parse_ratios(listed) if r > 0)
         except PlanError as e:
@@ -160,8 +163,9 @@ with sensitivity_tab:
                            "to measure the rest.")
             shown = st.multiselect("Curves for groups", list(record.groups),
                                    **ui.keep("sens_groups", list(record.groups)[:4], options=list(record.groups)))
-            dense = float(frame["accuracy"].iloc[0] + frame["accuracy_drop"].iloc[0])  # the split's dense accuracy
-            st.plotly_chart(sens_charts.sensitivity_curves(frame, shown, "accuracy", dense), key="sens_curves")
+            curve = headline if headline in frame.columns else "agreement"  # the table has no cosine column
+            dense = float(frame[curve].iloc[0] + frame["drop"].iloc[0]) if curve == headline else 1.0
+            st.plotly_chart(sens_charts.sensitivity_curves(frame, shown, curve, dense), key="sens_curves")
             d1, d2 = st.columns(2)
             d1.download_button("Download CSV", frame.to_csv(index=False), "sensitivity.csv", "text/csv")
             d2.download_button("Download JSON", frame.to_json(orient="records"), "sensitivity.json",

@@ -12,7 +12,9 @@ One row per (group, ratio) cell, columns ``COLUMNS``:
 
   group, ratio (fraction removed), channels (the group's size), channels_removed, accuracy, loss (mean cross-
   entropy), agreement (top-1 agreement with the dense model on the same split), accuracy_drop (dense accuracy
-  minus this accuracy), loss_increase (this loss minus the dense loss), seconds (this cell's apply + forward
+  minus this accuracy), loss_increase (this loss minus the dense loss), drop (the task's headline metric, dense
+  minus this: the accuracy drop with labels, the agreement drop without, the cosine drop for embeddings; NaN
+  accuracy and loss where the data has no labels), seconds (this cell's apply + forward
   passes; the shared dense prefix of the suffix engine is in the meta's ``prefix_seconds``).
 
 Two engines give the same numbers (to float rounding): ``naive``, one full evaluation pass per cell, and
@@ -36,11 +38,12 @@ from torch import nn
 from . import metrics
 from .plan import Plan, PlanError, check_ratio
 from .suffix import SuffixError, SuffixGraph
+from .tasks import score
 from .workbench import Workbench
 
 COLUMNS = ["group", "ratio", "channels", "channels_removed", "accuracy", "loss", "agreement", "accuracy_drop",
-           "loss_increase", "seconds"]
-METRICS = ["accuracy", "loss", "agreement", "accuracy_drop", "loss_increase"]
+           "loss_increase", "drop", "seconds"]
+METRICS = ["accuracy", "loss", "agreement", "accuracy_drop", "loss_increase", "drop"]
 ENGINES = ("suffix", "naive")
 SPLITS = ("eval", "calib")
 DEFAULT_MEMORY_BUDGET = 2 * 2**30  # bytes of cached activations the suffix engine may hold for the whole split
@@ -121,13 +124,12 @@ def _cell(ratio: float) -> float:
     return round(float(ratio), 9)
 
 
-def _metrics(logits: torch.Tensor, y: torch.Tensor, dense_pred: torch.Tensor) -> tuple[float, float, float]:
-    """(accuracy, mean cross-entropy, top-1 agreement with ``dense_pred``) of logits (N, classes): the formulas of
-    ``metrics.evaluate``."""
+def _metrics(outputs: torch.Tensor, y: torch.Tensor, dense: torch.Tensor, task) -> tuple[float, float, float, float]:
+    """(accuracy, mean cross-entropy, agreement with the dense outputs, the task's headline metric) of one cell's
+    outputs: ``tasks.score``, the formulas every evaluation uses (NaN accuracy and loss without labels)."""
     with torch.inference_mode():
-        pred = logits.argmax(1)
-        return ((pred == y).float().mean().item(), torch.nn.functional.cross_entropy(logits.float(), y).item(),
-                (pred == dense_pred).float().mean().item())
+        values = score(task, outputs, y, dense)
+    return values["accuracy"], values["loss"], values["agreement"], values[task.primary]
 
 
 def _group_tensors(wb: Workbench, group: str) -> list[torch.Tensor]:
@@ -260,13 +262,17 @@ def sensitivity_table(wb: Workbench, scores: dict[str, torch.Tensor], ratios: It
     if split == "eval":
         x, y = wb.eval_x, wb.eval_y
         dense = wb.dense_metrics()
-        dense_pred = wb.dense_predictions
+        dense_out = wb.dense_outputs
     else:
         x, y = wb.calib_x, wb.calib_y
-        dense, dense_pred = metrics.evaluate(wb.model, x, y, None, wb.batch_size)
+        dense, dense_out = metrics.evaluate_task(wb.model, x, y, wb.task, None, wb.batch_size)
+    headline = wb.task.primary
+    dense_headline = {"accuracy": dense.accuracy, "loss": dense.loss, "agreement": dense.agreement,
+                      **dense.scores}[headline]
     meta = {"model": wb.name, "criterion": criterion, "split": split, "samples": len(y), "ratios": ratios,
             "groups": names, "engine_requested": engine, "engine": engine, "fallback": None,
-            "dense_accuracy": dense.accuracy, "dense_loss": dense.loss, "cells": len(names) * len(ratios),
+            "dense_accuracy": dense.accuracy, "dense_loss": dense.loss, "task": wb.task.kind,
+            "headline": headline, "dense_headline": dense_headline, "cells": len(names) * len(ratios),
             "cells_reused": len(done_rows), "cells_evaluated": 0, "prefix_seconds": 0.0, "guarded_cuts": 0}
 
     rows = dict(done_rows)
@@ -274,10 +280,11 @@ def sensitivity_table(wb: Workbench, scores: dict[str, torch.Tensor], ratios: It
     started = time.perf_counter()
     cells = None
 
-    def emit(group: str, ratio: float, n: int, acc: float, loss: float, agree: float, seconds: float) -> None:
+    def emit(group: str, ratio: float, n: int, acc: float, loss: float, agree: float, head: float,
+             seconds: float) -> None:
         row = {"group": group, "ratio": ratio, "channels": sizes[group], "channels_removed": n, "accuracy": acc,
                "loss": loss, "agreement": agree, "accuracy_drop": dense.accuracy - acc,
-               "loss_increase": loss - dense.loss, "seconds": seconds}
+               "loss_increase": loss - dense.loss, "drop": dense_headline - head, "seconds": seconds}
         rows[(group, ratio)] = row
         if on_row is not None:
             on_row(dict(row))
@@ -289,7 +296,7 @@ def sensitivity_table(wb: Workbench, scores: dict[str, torch.Tensor], ratios: It
                     continue
                 plan = group_plan(wb, scores, group, r)
                 if len(plan.pruned_channels[group]) == 0:  # nothing removed: the dense model
-                    emit(group, r, 0, dense.accuracy, dense.loss, 1.0, 0.0)
+                    emit(group, r, 0, dense.accuracy, dense.loss, 1.0, dense_headline, 0.0)
                 else:
                     work.setdefault(group, []).append((r, plan))
         cells = _naive_cells(wb, x, work)  # a generator: nothing runs until the loop below
@@ -303,9 +310,10 @@ def sensitivity_table(wb: Workbench, scores: dict[str, torch.Tensor], ratios: It
                 meta["cache"] = "whole split" if keep else "recomputed per group (over the memory budget)"
                 cells = _suffix_cells(wb, graph, x, work, cuts, keep, meta)
         for group, ratio, logits, seconds in cells:
-            acc, loss, agree = _metrics(logits, y, dense_pred)
+            acc, loss, agree, head = _metrics(logits, y, dense_out, wb.task)
             meta["cells_evaluated"] += 1
-            emit(group, ratio, len(dict(work[group])[ratio].pruned_channels[group]), acc, loss, agree, seconds)
+            emit(group, ratio, len(dict(work[group])[ratio].pruned_channels[group]), acc, loss, agree, head,
+                 seconds)
     finally:
         if cells is not None:
             cells.close()

@@ -10,10 +10,12 @@ import plotly.graph_objects as go
 
 from .style import PALETTE, styled
 
-METRIC_TITLES = {"accuracy_drop": "accuracy drop (points of accuracy lost)", "accuracy": "accuracy",
+METRIC_TITLES = {"drop": "drop of the headline metric (points lost)",
+                 "accuracy_drop": "accuracy drop (points of accuracy lost)", "accuracy": "accuracy",
+                 "cosine": "cosine similarity to the dense embeddings",
                  "loss_increase": "loss increase", "loss": "cross-entropy loss",
                  "agreement": "top-1 agreement with the dense model"}
-PERCENT_METRICS = {"accuracy_drop", "accuracy", "agreement"}
+PERCENT_METRICS = {"drop", "accuracy_drop", "accuracy", "agreement", "cosine"}
 
 
 def sensitivity_heatmap(rows: pd.DataFrame, groups: list[str], ratios: list[float], metric: str = "accuracy_drop",
@@ -29,9 +31,9 @@ def sensitivity_heatmap(rows: pd.DataFrame, groups: list[str], ratios: list[floa
             z[i, j] = float(v)
     scale = 100.0 if metric in PERCENT_METRICS else 1.0
     shown = z * scale
-    unit = " pp" if metric == "accuracy_drop" else "%" if metric in PERCENT_METRICS else ""
+    unit = " pp" if metric in ("drop", "accuracy_drop") else "%" if metric in PERCENT_METRICS else ""
     text = np.where(np.isnan(shown), "", np.vectorize(lambda v: f"{v:.1f}")(np.nan_to_num(shown)))
-    drop_like = metric in ("accuracy_drop", "loss_increase")
+    drop_like = metric in ("drop", "accuracy_drop", "loss_increase")
     finite = shown[np.isfinite(shown)]
     top = float(finite.max()) if finite.size else 1.0
     fig = go.Figure(go.Heatmap(
@@ -55,13 +57,13 @@ def sensitivity_curves(rows: pd.DataFrame, groups: list[str], metric: str = "acc
     for i, g in enumerate(groups):
         part = rows[rows["group"] == g].sort_values("ratio")
         x, y = part["ratio"].to_list(), (part[metric] * scale).to_list()
-        if dense_value is not None and metric in ("accuracy", "loss", "agreement"):
+        if dense_value is not None and metric in ("accuracy", "loss", "agreement", "cosine"):
             x, y = [0.0, *x], [dense_value * scale, *y]
         fig.add_trace(go.Scatter(x=x, y=y, mode="lines+markers", name=g, line=dict(color=PALETTE[i % len(PALETTE)]),
                                  hovertemplate=g + ": ratio %{x:.2f} -> %{y:.2f}<extra></extra>"))
     fig.update_xaxes(title="ratio of the group's channels removed (the group alone)", range=[-0.02, 1.0])
-    fig.update_yaxes(title=METRIC_TITLES.get(metric, metric) + (" (%)" if metric in ("accuracy", "agreement")
-                                                                 else ""))
+    fig.update_yaxes(title=METRIC_TITLES.get(metric, metric) + (" (%)" if metric in ("accuracy", "agreement",
+                                                                                     "cosine") else ""))
     return styled(fig, title or f"{METRIC_TITLES.get(metric, metric).capitalize()} when one group is pruned",
                   height=400)
 

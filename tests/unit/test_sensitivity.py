@@ -193,7 +193,9 @@ def test_calibration_split_agrees_with_its_own_dense_predictions(demo_workbenche
 def test_in_place_ops_do_not_corrupt_cached_activations(kind, digits):
     wb = Workbench(seeded(InPlaceNet(kind)), digits, device="cpu")
     scores = channel_scores(wb, "l1")
-    assert {g.name for g in wb.groups.groups} == {"fc0", "fc1"}
+    # the view reshapes fc0's 32 channels into 2 x 16: one channel fewer cannot be viewed so, and the group check
+    # (structure.groups.probe_groups) leaves fc0 out; the write through the view still hits fc1's cached input
+    assert {g.name for g in wb.groups.groups} == ({"fc1"} if kind == "view" else {"fc0", "fc1"})
     before = snapshot(wb.model)
     ratios = [0.25, 0.5, 0.75]
     fast = sensitivity_table(wb, scores, ratios)

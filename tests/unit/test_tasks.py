@@ -147,3 +147,14 @@ def test_fine_tuning_on_unlabelled_data_distils_the_dense_model(digits):
     rows = run_recovery(wb, ["group-l1"], [0.5], epochs=3).set_index("stage")
     assert rows.loc["fine-tuned", "agreement"] > rows.loc["pruned", "agreement"] + 0.1
     assert math.isnan(rows.loc["fine-tuned", "accuracy"])
+
+
+def test_sensitivity_on_unlabelled_data_reads_the_agreement_drop(digits):
+    from pruning_core.importance.criteria import channel_scores
+    from pruning_core.sensitivity import sensitivity_table
+
+    wb = Workbench(load_builtin("digits-resnet"), unlabelled(digits), device="cpu")
+    table = sensitivity_table(wb, channel_scores(wb, "l1"), [0.25, 0.5])
+    assert table.attrs["meta"]["headline"] == "agreement"
+    assert np.allclose(table["drop"], 1.0 - table["agreement"]) and table["accuracy"].isna().all()
+    assert table["drop"].max() > 0.1
