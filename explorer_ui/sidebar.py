@@ -21,6 +21,6 @@ def render_sidebar() -> None:
             st.metric("Dense accuracy", f"{dense.accuracy:.2%}",
                       help=f"On the {s.data.evaluation} evaluation samples; loss {dense.loss:.4f}.")
         else:
-            st.metric("Task", "embeddings" if task.kind == "embedding" else "classes, no labels",
+            st.metric("Task", "embeddings" if task.kind == "embedding" else "no labels",
                       help=f"{task.description}. The data has no labels: every figure compares the pruned model "
                            f"with the dense one on the {s.data.evaluation} evaluation samples.")
