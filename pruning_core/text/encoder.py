@@ -29,6 +29,7 @@ from torch import nn
 
 REQUIRED_FILES = ("config.json", "model.safetensors", "tokenizer.json")
 POOLING_MODES = ("pooling_mode_cls_token", "pooling_mode_max_tokens", "pooling_mode_mean_sqrt_len_tokens")
+PIPELINE_MODULES = ("Transformer", "Pooling", "Normalize")  # sentence-transformers modules SentenceEncoder does
 
 
 class EncoderLoadError(ValueError):
@@ -91,7 +92,8 @@ def _check_folder(folder: Path) -> dict:
     if not folder.is_dir():
         raise EncoderLoadError(f"The sentence-encoder folder {str(folder)!r} does not exist.")
     for name in REQUIRED_FILES:
-        if not (folder / name).is_file():
+        sharded = name == "model.safetensors" and (folder / "model.safetensors.index.json").is_file()
+        if not sharded and not (folder / name).is_file():
             extra = (" (pytorch_model.bin is a pickle and is not loaded; convert the weights to safetensors)"
                      if name == "model.safetensors" and (folder / "pytorch_model.bin").exists() else "")
             raise EncoderLoadError(f"{name} is missing from {str(folder)!r}; loading is offline only, so nothing "
@@ -104,10 +106,21 @@ def _check_folder(folder: Path) -> dict:
 
 
 def _check_pooling(folder: Path) -> bool:
-    """Whether the folder's sentence-transformers pipeline normalises; refuses pooling other than mean."""
+    """Whether the folder's sentence-transformers pipeline normalises; refuses modules other than Transformer,
+    Pooling (mean) and Normalize, and module folders outside the model folder."""
     modules_file, normalize = folder / "modules.json", True
     if modules_file.is_file():
         modules = _read_json(modules_file)
+        if not isinstance(modules, list) or not all(isinstance(m, dict) for m in modules):
+            raise EncoderLoadError(f"{modules_file} is not a list of modules.")
+        for m in modules:
+            kind, path = str(m.get("type", "")), m.get("path", "")
+            if kind.rsplit(".", 1)[-1] not in PIPELINE_MODULES:
+                raise EncoderLoadError(f"{modules_file} asks for the module {kind[:80]!r}; only "
+                                       f"{', '.join(PIPELINE_MODULES)} are implemented.")
+            if not isinstance(path, str) or path in (".", "..") or "/" in path or "\\" in path:
+                raise EncoderLoadError(f"{modules_file} names the module folder {str(path)[:80]!r}; plain folder "
+                                       "names inside the model folder are expected.")
         normalize = any(m.get("type", "").endswith("Normalize") for m in modules)
         for m in modules:
             if m.get("type", "").endswith("Pooling"):
@@ -121,21 +134,29 @@ def _check_pooling(folder: Path) -> bool:
 
 def load_sentence_encoder(folder: str | os.PathLike, attn_implementation: str = "sdpa") -> SentenceEncoder:
     """The sentence encoder in ``folder`` (a Hugging Face / sentence-transformers model folder), offline, in
-    eval mode with frozen parameters. ``folder`` must hold ``config.json``, ``model.safetensors`` and
-    ``tokenizer.json``; anything else that would have to be fetched raises ``EncoderLoadError`` naming it."""
+    eval mode with frozen parameters. ``folder`` must hold ``config.json``, ``model.safetensors`` (or a sharded
+    ``model.safetensors.index.json``) and ``tokenizer.json``; anything else that would have to be fetched, and
+    any weight of the model the files lack (it would be left random), raises ``EncoderLoadError`` naming it.
+    Untrusted folders go through ``hf_folder`` first, which checks every file before this reads it."""
     folder = Path(folder)
     _check_folder(folder)
     normalize = _check_pooling(folder)
     transformers = _offline_transformers()
     try:
-        bert = transformers.AutoModel.from_pretrained(
+        bert, info = transformers.AutoModel.from_pretrained(
             folder, local_files_only=True, trust_remote_code=False, use_safetensors=True,
-            attn_implementation=attn_implementation)
+            attn_implementation=attn_implementation, output_loading_info=True)
         tokenizer = transformers.AutoTokenizer.from_pretrained(folder, local_files_only=True,
                                                                trust_remote_code=False)
     except (OSError, ValueError) as e:
         raise EncoderLoadError(f"Could not load the model in {str(folder)!r} offline: {str(e).splitlines()[0]}") \
             from e
+    missing = [k for k in info["missing_keys"] if not k.startswith("pooler.")]  # the pooler is never used
+    if missing or info["mismatched_keys"]:
+        shown = ", ".join(str(k)[:60] for k in (missing or info["mismatched_keys"])[:3])
+        raise EncoderLoadError(f"The weights in {str(folder)!r} do not fit its config.json: "
+                               f"{len(missing)} missing and {len(info['mismatched_keys'])} of another shape "
+                               f"({shown}); they would be left random, so nothing was loaded.")
     bert.eval()
     for p in bert.parameters():
         p.requires_grad_(False)

@@ -1,0 +1,470 @@
+"""A Hugging Face model folder (a BERT-style sentence encoder), uploaded as a zip or named as a folder on the
+server, read as hostile input and loaded by ``encoder.load_sentence_encoder``.
+
+Only what a weights-only encoder needs is read: ``config.json``, ``model.safetensors`` (or shards
+``model-00001-of-0000N.safetensors`` with ``model.safetensors.index.json``), the tokenizer files
+(``tokenizer.json``, ``vocab.txt``, ``tokenizer_config.json``, ``special_tokens_map.json``) and
+sentence-transformers' pipeline files (``modules.json``, ``1_Pooling/config.json``, ``sentence_bert_config.json``,
+``config_sentence_transformers.json``). Documentation (``README.md``, ``.gitattributes``, ``data_config.json``)
+is skipped. Everything else is refused, before any byte is extracted: pickled weights (``pytorch_model.bin``,
+.pt, .ckpt), code (.py, ``auto_map`` in a config), other weight formats, unknown files. Only model types whose
+heads and FFN neurons ``text.groups`` can prune are accepted (``SUPPORTED_MODEL_TYPES``: BERT encoders, whose
+layers are ``encoder.layer.i.attention.self.{query,key,value}``, ``intermediate.dense`` and ``output.dense``).
+
+The checks, in order:
+
+1. members: count (``MAX_MEMBERS``), names (no absolute paths, ``..``, backslashes, control characters; a zip's
+   files at its top or inside one top-level folder), links (a zip's symbolic links are refused; a server
+   folder's links must resolve inside ``within``), zip methods, encryption, declared sizes (each JSON file at
+   most ``MAX_JSON_BYTES``, each tokenizer file ``MAX_TOKENIZER_BYTES``, all at most ``limits.max_file_bytes``)
+   and compression ratios (``MAX_RATIO``: a zip bomb);
+2. staging: each member copied into a private temporary folder (mode 0700), read to at most its declared size;
+3. contents, on the staged copy: every JSON file parses to the expected type; ``config.json`` names a supported
+   ``model_type``, no ``auto_map`` or ``quantization_config``, and sizes whose parameters fit the file limit;
+   the tokenizer config names no file paths, no custom class; every safetensors header (at most
+   ``MAX_HEADER_BYTES``) declares tensors of known types whose offsets lie inside the file;
+4. loading, offline, by ``load_sentence_encoder`` (weights from safetensors only, every weight the model has
+   present in the files, values finite); the temporary folder is removed afterwards.
+
+Every refusal raises ``HFFolderError`` (a ``loading.ModelLoadError``) with one sentence naming the file at fault.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import stat
+import tempfile
+import zipfile
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..limits import human_bytes, max_file_bytes, too_large
+from ..loading import LoadedModel, ModelLoadError
+
+MAX_MEMBERS = 1_000
+MAX_JSON_BYTES = 4 << 20
+MAX_TOKENIZER_BYTES = 64 << 20
+MAX_HEADER_BYTES = 16 << 20  # a safetensors header lists names, types and offsets: kilobytes per thousand tensors
+MAX_RATIO = 200  # above 1 MiB; weights barely compress, and even heavily pruned ones stay far below this
+SUPPORTED_MODEL_TYPES = ("bert",)
+SMALL_JSON = ("config.json", "tokenizer_config.json", "special_tokens_map.json", "modules.json",
+              "1_Pooling/config.json", "sentence_bert_config.json", "config_sentence_transformers.json",
+              "model.safetensors.index.json")
+TOKENIZER_FILES = ("tokenizer.json", "vocab.txt")
+WEIGHTS = "model.safetensors"
+INDEX = "model.safetensors.index.json"
+SHARD = re.compile(r"model-\d{5}-of-\d{5}\.safetensors")
+SKIPPED = ("README.md", ".gitattributes", "data_config.json")
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle", ".joblib")
+CODE_SUFFIXES = (".py", ".pyc", ".so", ".dylib", ".dll", ".sh", ".ipynb")
+OTHER_WEIGHTS = (".h5", ".msgpack", ".onnx", ".ot", ".tflite", ".gguf", ".npz", ".npy", ".xml")
+SAFETENSORS_DTYPES = {"BOOL": 1, "U8": 1, "I8": 1, "F8_E5M2": 1, "F8_E4M3": 1, "I16": 2, "U16": 2, "F16": 2,
+                      "BF16": 2, "I32": 4, "U32": 4, "F32": 4, "F64": 8, "I64": 8, "U64": 8}
+_SIZE_KEYS = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
+              "max_position_embeddings", "type_vocab_size")
+_MAX_CONFIG_INT = 10_000_000
+_PIPELINE_MODULES = ("sentence_transformers.models.Transformer", "sentence_transformers.models.Pooling",
+                     "sentence_transformers.models.Normalize")
+
+
+class HFFolderError(ModelLoadError):
+    """A Hugging Face model folder refused before or while loading; the message names the file at fault."""
+
+
+@dataclass(frozen=True)
+class Member:
+    """One file of the folder: its name relative to the folder (``1_Pooling/config.json``), declared size in
+    bytes and a function that opens it for binary reading."""
+
+    name: str
+    size: int
+    open: Callable[[], io.BufferedIOBase]
+
+
+def _bad_component(part: str) -> bool:
+    return part in ("", ".", "..") or ":" in part or any(ord(c) < 32 or ord(c) == 127 for c in part)
+
+
+def _role(rel: str, where: str) -> str | None:
+    """"read" for a file this loader uses, None for documentation it skips; refuses everything else."""
+    base = rel.rsplit("/", 1)[-1]
+    lower = base.lower()
+    if rel in SMALL_JSON or rel in TOKENIZER_FILES or rel == WEIGHTS or SHARD.fullmatch(rel):
+        return "read"
+    if rel in SKIPPED:
+        return None
+    if lower.endswith(PICKLE_SUFFIXES):
+        raise HFFolderError(f"{where}: {rel[:120]!r} holds pickled weights, which can run code when loaded; only "
+                            "model.safetensors is read, so remove it from the folder (or convert it to "
+                            "safetensors).")
+    if lower.endswith(CODE_SUFFIXES):
+        raise HFFolderError(f"{where}: {rel[:120]!r} is code; code from model folders is never run, so remove it "
+                            "(models that need their own code are not supported).")
+    if lower.endswith(OTHER_WEIGHTS):
+        raise HFFolderError(f"{where}: {rel[:120]!r} holds weights in a format this loader does not read; only "
+                            "model.safetensors is read, so remove it from the folder.")
+    raise HFFolderError(f"{where}: {rel[:120]!r} is not one of the files a sentence-encoder folder holds "
+                        f"({', '.join(('config.json', WEIGHTS, *TOKENIZER_FILES, *SMALL_JSON[1:]))}); remove it.")
+
+
+def _check_size(rel: str, size: int, where: str) -> None:
+    limit = MAX_JSON_BYTES if rel in SMALL_JSON else MAX_TOKENIZER_BYTES if rel in TOKENIZER_FILES else None
+    if limit is not None and size > limit:
+        raise HFFolderError(f"{where}: {rel!r} declares {human_bytes(size)}; such a file may be at most "
+                            f"{human_bytes(limit)}.")
+
+
+def zip_members(zf: zipfile.ZipFile, where: str) -> list[Member]:
+    """The files of an opened zip that the loader reads, every member checked (module docstring, step 1)."""
+    infos = zf.infolist()
+    if len(infos) > MAX_MEMBERS:
+        raise HFFolderError(f"{where}: holds {len(infos):,} members; a model folder holds a few dozen.")
+    names = [i.filename for i in infos]
+    for info in infos:
+        name = info.filename
+        if (name.startswith("/") or "\\" in name or len(name) > 512
+                or any(_bad_component(p) for p in name.rstrip("/").split("/"))):
+            raise HFFolderError(f"{where}: holds a member named {name[:120]!r}; absolute paths, '..', backslashes, "
+                                "drive letters and control characters are refused.")
+        if stat.S_ISLNK(info.external_attr >> 16):
+            raise HFFolderError(f"{where}: {name[:120]!r} is a symbolic link; links are refused.")
+    if len(set(names)) != len(names):
+        raise HFFolderError(f"{where}: holds two members with the same name; zip readers disagree on which they "
+                            "read, so it was not opened.")
+    files = [i for i in infos if not i.is_dir() and not i.filename.startswith("__MACOSX/")]
+    tops = {i.filename.split("/", 1)[0] for i in files}
+    strip = ""
+    if "config.json" not in {i.filename for i in files} and len(tops) == 1 and all("/" in i.filename for i in files):
+        strip = tops.pop() + "/"  # the folder itself was zipped: its files are inside one top-level folder
+    members = []
+    for info in files:
+        rel = info.filename[len(strip):]
+        if _role(rel, where) is None:
+            continue
+        if info.flag_bits & 0x1:
+            raise HFFolderError(f"{where}: {rel[:120]!r} is encrypted; zip the folder without a password.")
+        if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+            raise HFFolderError(f"{where}: {rel[:120]!r} uses zip compression method {info.compress_type}; only "
+                                "the standard methods (stored, deflate) are read.")
+        if info.compress_type == zipfile.ZIP_STORED and info.file_size != info.compress_size:
+            raise HFFolderError(f"{where}: {rel[:120]!r} declares a size that differs from what it holds; the zip "
+                                "is damaged or forged.")
+        _check_size(rel, info.file_size, where)
+        if info.file_size > (1 << 20) and info.file_size > MAX_RATIO * max(info.compress_size, 1):
+            raise HFFolderError(f"{where}: {rel[:120]!r} expands {info.file_size / max(info.compress_size, 1):,.0f} "
+                                f"times ({human_bytes(info.compress_size)} to {human_bytes(info.file_size)}); model "
+                                "files never compress that much, so this is a zip bomb and nothing was extracted.")
+        members.append(Member(rel, info.file_size, lambda i=info: zf.open(i)))
+    return _checked_total(members, where)
+
+
+def _checked_total(members: list[Member], where: str) -> list[Member]:
+    total = sum(m.size for m in members)
+    if total > max_file_bytes():
+        raise HFFolderError(too_large(f"{where}: its files", total))
+    return members
+
+
+def _open_regular(path: str, limit: int) -> io.BufferedIOBase:
+    """``path`` opened for reading, refused unless it is (still) a regular file of at most ``limit`` bytes."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode) or info.st_size > limit:
+        os.close(fd)
+        raise HFFolderError(f"{Path(path).name!r} changed while it was read (no longer a regular file within "
+                            "its size).")
+    return os.fdopen(fd, "rb")
+
+
+def folder_members(folder: str | os.PathLike, within: str | os.PathLike | None = None) -> list[Member]:
+    """The files of a server-side model folder that the loader reads (module docstring, step 1). With
+    ``within``, the folder and the target of every link in it must lie inside ``within`` once resolved."""
+    where = str(folder)[-160:]
+    base = Path(os.path.realpath(within)) if within is not None else None
+    real = Path(os.path.realpath(folder))
+    if base is not None and not real.is_relative_to(base):
+        raise HFFolderError(f"{where}: only folders inside {str(base)!r} can be read on this server.")
+    if not real.is_dir():
+        raise HFFolderError(f"{where}: is not a folder; give the path of a Hugging Face model folder.")
+    members: list[Member] = []
+    seen = 0
+    for dirpath, dirnames, filenames in os.walk(real, followlinks=False):
+        rel_dir = os.path.relpath(dirpath, real)
+        seen += len(dirnames) + len(filenames)
+        if seen > MAX_MEMBERS:
+            raise HFFolderError(f"{where}: holds more than {MAX_MEMBERS:,} entries; a model folder holds a few "
+                                "dozen.")
+        for d in dirnames:
+            if os.path.islink(os.path.join(dirpath, d)):
+                raise HFFolderError(f"{where}: {d[:120]!r} is a link to a folder; links to folders are refused.")
+        for f in sorted(filenames):
+            rel = f if rel_dir == "." else f"{rel_dir}/{f}"
+            if _role(rel, where) is None:
+                continue
+            path = os.path.join(dirpath, f)
+            target = Path(os.path.realpath(path))
+            if base is not None and not target.is_relative_to(base):
+                raise HFFolderError(f"{where}: {rel[:120]!r} is a link to {str(target)[:120]!r}, outside "
+                                    f"{str(base)!r}; links out of the data root are refused.")
+            info = os.stat(target)
+            if not stat.S_ISREG(info.st_mode):
+                raise HFFolderError(f"{where}: {rel[:120]!r} is not a regular file (a pipe, socket or device).")
+            _check_size(rel, info.st_size, where)
+            members.append(Member(rel, info.st_size, lambda p=str(target), n=info.st_size: _open_regular(p, n)))
+    return _checked_total(members, where)
+
+
+def stage(members: list[Member], folder: Path, where: str) -> None:
+    """Copy ``members`` into ``folder`` (private, empty), each read to at most its declared size."""
+    for m in members:
+        out = folder / m.name
+        out.parent.mkdir(mode=0o700, exist_ok=True)
+        left = m.size
+        with m.open() as src, open(out, "xb") as dst:
+            while True:
+                piece = src.read(min(1 << 20, left + 1))
+                if not piece:
+                    break
+                left -= len(piece)
+                if left < 0:
+                    raise HFFolderError(f"{where}: {m.name!r} holds more than the {m.size:,} bytes it declares.")
+                dst.write(piece)
+
+
+def _json(folder: Path, rel: str, where: str, kind: type = dict):
+    path = folder / rel
+    try:
+        value = json.loads(path.read_bytes())
+    except (ValueError, RecursionError) as e:
+        raise HFFolderError(f"{where}: {rel} is not valid JSON ({type(e).__name__}: {str(e)[:120]}).") from None
+    if not isinstance(value, kind):
+        raise HFFolderError(f"{where}: {rel} holds a JSON {type(value).__name__}, not a {kind.__name__}.")
+    return value
+
+
+def config_parameters(config: dict, where: str) -> int:
+    """The parameter count a BERT config declares (embeddings, L layers, pooler), its sizes checked to be
+    positive whole numbers: (V + P + T) H + 2H + L (4H^2 + 2HF + F + 9H) + H^2 + H."""
+    sizes = {}
+    for key in _SIZE_KEYS:
+        v = config.get(key)
+        if type(v) is not int or not 0 < v <= _MAX_CONFIG_INT:
+            raise HFFolderError(f"{where}: config.json's {key} is {str(v)[:40]}; a whole number from 1 to "
+                                f"{_MAX_CONFIG_INT:,} is expected.")
+        sizes[key] = v
+    h, f, n_layers = sizes["hidden_size"], sizes["intermediate_size"], sizes["num_hidden_layers"]
+    if h % sizes["num_attention_heads"]:
+        raise HFFolderError(f"{where}: config.json's hidden_size ({h}) is not a multiple of num_attention_heads "
+                            f"({sizes['num_attention_heads']}).")
+    embeddings = (sizes["vocab_size"] + sizes["max_position_embeddings"] + sizes["type_vocab_size"]) * h + 2 * h
+    return embeddings + n_layers * (4 * h * h + 2 * h * f + f + 9 * h) + h * h + h
+
+
+def check_config(folder: Path, where: str) -> dict:
+    """config.json: a supported model type, no custom code or quantisation, parameters within the file limit."""
+    config = _json(folder, "config.json", where)
+    for key in ("auto_map", "quantization_config"):
+        if key in config:
+            raise HFFolderError(f"{where}: config.json asks for {key}; "
+                                + ("code from model folders is never run (trust_remote_code is refused)."
+                                   if key == "auto_map" else "quantised models are not read, save dense weights."))
+    model_type = config.get("model_type")
+    if model_type not in SUPPORTED_MODEL_TYPES:
+        raise HFFolderError(f"{where}: config.json's model_type is {str(model_type)[:40]!r}; only BERT-style "
+                            "encoders (model_type 'bert') are read, because their attention heads and FFN neurons "
+                            "are what the structured methods know how to prune.")
+    params = config_parameters(config, where)
+    if 4 * params > max_file_bytes():
+        raise HFFolderError(too_large(f"{where}: the model config.json describes ({params:,} parameters)",
+                                      4 * params))
+    return config
+
+
+def check_tokenizer_config(folder: Path, where: str) -> None:
+    """tokenizer_config.json names no files (a ``vocab_file`` there would be read from anywhere) and no custom
+    code or tokenizer class."""
+    if not (folder / "tokenizer_config.json").is_file():
+        return
+    cfg = _json(folder, "tokenizer_config.json", where)
+    for key in cfg:
+        if key == "auto_map" or key.endswith(("_file", "_files")):
+            raise HFFolderError(f"{where}: tokenizer_config.json sets {key[:60]!r}; file names and custom code in "
+                                "a tokenizer config are refused (the tokenizer files are read from the folder).")
+    cls = cfg.get("tokenizer_class")
+    if cls is not None and cls not in ("BertTokenizer", "BertTokenizerFast"):
+        raise HFFolderError(f"{where}: tokenizer_config.json asks for tokenizer class {str(cls)[:60]!r}; BERT "
+                            "encoders use BertTokenizer.")
+
+
+def safetensors_bytes(path: Path, where: str) -> int:
+    """The bytes of tensors a safetensors file declares, its header checked before anything is allocated: at most
+    ``MAX_HEADER_BYTES`` and inside the file, a JSON table of known dtypes and whole-number shapes whose
+    ``data_offsets`` each hold exactly shape x itemsize bytes inside the data after the header."""
+    name = path.name
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        head = f.read(8)
+        if len(head) < 8:
+            raise HFFolderError(f"{where}: {name} is too short to be a safetensors file.")
+        n = int.from_bytes(head, "little")
+        if n > MAX_HEADER_BYTES or 8 + n > size:
+            raise HFFolderError(f"{where}: {name} declares a header of {human_bytes(n)}, "
+                                + (f"more than a safetensors header ever needs ({human_bytes(MAX_HEADER_BYTES)})"
+                                   if n > MAX_HEADER_BYTES else f"more than the file's {human_bytes(size)}")
+                                + "; it is damaged or forged.")
+        raw = f.read(n)
+    try:
+        header = json.loads(raw)
+    except (ValueError, RecursionError) as e:
+        raise HFFolderError(f"{where}: {name}'s header is not valid JSON ({type(e).__name__}).") from None
+    if not isinstance(header, dict):
+        raise HFFolderError(f"{where}: {name}'s header is not a table of tensors.")
+    body, total = size - 8 - n, 0
+    for key, entry in header.items():
+        if key == "__metadata__":
+            continue
+        shown = f"{where}: {name}: tensor {str(key)[:80]!r}"
+        if not isinstance(entry, dict) or entry.get("dtype") not in SAFETENSORS_DTYPES:
+            raise HFFolderError(f"{shown} has no known dtype.")
+        shape, offsets = entry.get("shape"), entry.get("data_offsets")
+        if (not isinstance(shape, list) or any(type(s) is not int or s < 0 for s in shape)
+                or not isinstance(offsets, list) or len(offsets) != 2
+                or any(type(o) is not int or o < 0 for o in offsets)):
+            raise HFFolderError(f"{shown} has a malformed shape or offsets.")
+        count = 1
+        for s in shape:
+            count *= s
+        nbytes = count * SAFETENSORS_DTYPES[entry["dtype"]]
+        start, end = offsets
+        if end - start != nbytes or end > body:
+            raise HFFolderError(f"{shown} declares {'x'.join(map(str, shape)) or 'a scalar'} ({human_bytes(nbytes)})"
+                                f" at bytes {start:,}-{end:,}, but the file holds {human_bytes(body)} of tensor "
+                                "data; it is damaged or forged.")
+        total += nbytes
+    return total
+
+
+def check_weights(folder: Path, where: str) -> None:
+    """model.safetensors, or the index and every shard it names, with checked headers within the file limit."""
+    if (folder / WEIGHTS).is_file():
+        files = [folder / WEIGHTS]
+    elif (folder / INDEX).is_file():
+        index = _json(folder, INDEX, where)
+        weight_map = index.get("weight_map")
+        if not isinstance(weight_map, dict) or not weight_map:
+            raise HFFolderError(f"{where}: {INDEX} has no weight_map.")
+        shards = set(weight_map.values())
+        bad = [s for s in shards if not isinstance(s, str) or not SHARD.fullmatch(s) or not (folder / s).is_file()]
+        if bad:
+            raise HFFolderError(f"{where}: {INDEX} names {str(bad[0])[:80]!r}, which is not a shard file of the "
+                                "folder (model-0000k-of-0000N.safetensors).")
+        files = [folder / s for s in sorted(shards)]
+    else:
+        raise HFFolderError(f"{where}: holds no {WEIGHTS} (nor a sharded {INDEX}); only safetensors weights are "
+                            "read, and nothing is downloaded in their place.")
+    total = sum(safetensors_bytes(p, where) for p in files)
+    if total > max_file_bytes():
+        raise HFFolderError(too_large(f"{where}: its weights", total))
+
+
+def check_pipeline(folder: Path, where: str) -> None:
+    """modules.json: only the Transformer, Pooling and Normalize modules, each in a folder of the model."""
+    if not (folder / "modules.json").is_file():
+        return
+    for module in _json(folder, "modules.json", where, list):
+        kind = module.get("type") if isinstance(module, dict) else None
+        path = module.get("path", "") if isinstance(module, dict) else None
+        if kind not in _PIPELINE_MODULES:
+            raise HFFolderError(f"{where}: modules.json asks for {str(kind)[:80]!r}; only the Transformer, "
+                                "Pooling (mean) and Normalize modules of sentence-transformers are implemented.")
+        if not isinstance(path, str) or (path and (_bad_component(path) or "/" in path or "\\" in path)):
+            raise HFFolderError(f"{where}: modules.json names the folder {str(path)[:80]!r}; plain folder names "
+                                "inside the model folder are expected.")
+
+
+def load_staged(folder: Path, where: str) -> LoadedModel:
+    """The encoder of a staged, checked folder (module docstring, steps 3 and 4), as a ``LoadedModel``."""
+    from ..archives import refuse_full_unpickling
+    from ..loading import check_tensors
+    from .encoder import EncoderLoadError, load_sentence_encoder
+
+    for rel in SMALL_JSON:
+        if (folder / rel).is_file():
+            _json(folder, rel, where, list if rel == "modules.json" else dict)
+    config = check_config(folder, where)
+    check_tokenizer_config(folder, where)
+    check_pipeline(folder, where)
+    check_weights(folder, where)
+    if not (folder / "tokenizer.json").is_file():
+        raise HFFolderError(f"{where}: holds no tokenizer.json; the tokenizer is read from the folder only.")
+    try:
+        with refuse_full_unpickling():
+            encoder = load_sentence_encoder(folder)
+    except EncoderLoadError as e:
+        raise HFFolderError(f"{where}: {str(e).replace(str(folder), 'the folder')}") from None
+    encoder.folder = None  # the staged copy is removed once loaded
+    try:
+        check_tensors(encoder.state_dict(), where)
+    except ModelLoadError as e:
+        raise HFFolderError(str(e)) from None
+    params = sum(p.numel() for p in encoder.parameters())
+    note = (f"A Hugging Face BERT encoder ({config['num_hidden_layers']} layers, {config['num_attention_heads']} "
+            f"heads, hidden {config['hidden_size']}, FFN {config['intermediate_size']}; {params:,} parameters), "
+            f"read offline from safetensors: structured methods remove whole attention heads and FFN neurons. "
+            f"Embeddings are {'mean-pooled and L2-normalised' if encoder.normalize else 'mean-pooled'}.")
+    return LoadedModel(encoder, where, "safetensors", None, None, [note])
+
+
+def _loaded(members_of: Callable[[], list[Member]], where: str) -> LoadedModel:
+    with tempfile.TemporaryDirectory(prefix="hf-folder-") as tmp:
+        folder = Path(tmp) / "model"
+        folder.mkdir(mode=0o700)
+        stage(members_of(), folder, where)
+        return load_staged(folder, where)
+
+
+def load_hf_folder_zip(data: bytes, name: str = "model.zip") -> LoadedModel:
+    """The sentence encoder in a zipped Hugging Face model folder (module docstring). Nothing but
+    ``HFFolderError`` (a ``ModelLoadError``) leaves this function."""
+    if bytes(data[:2]) != b"PK":
+        raise HFFolderError(f"{name}: not a zip archive; zip the model folder and upload the .zip file.")
+    if len(data) > max_file_bytes():
+        raise HFFolderError(too_large(name, len(data)))
+    if data.count(b"PK\x01\x02") > MAX_MEMBERS:  # before zipfile parses every central-directory entry
+        raise HFFolderError(f"{name}: holds more than {MAX_MEMBERS:,} members; a model folder holds a few dozen.")
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as zf:
+            return _loaded(lambda: zip_members(zf, name), name)
+    except HFFolderError:
+        raise
+    except MemoryError:
+        raise HFFolderError(f"{name}: this server does not have the memory to load this model.") from None
+    except (zipfile.BadZipFile, zlib.error, EOFError, OSError, RuntimeError, NotImplementedError, ValueError) as e:
+        raise HFFolderError(f"{name}: not a readable model folder; the zip is damaged, truncated or not a model "
+                            f"({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}).") from None
+
+
+def load_hf_folder(path: str | os.PathLike, within: str | os.PathLike | None = None) -> LoadedModel:
+    """The sentence encoder in a Hugging Face model folder on the server (module docstring); ``within``: the
+    folder and every link in it must resolve inside it (the data root). Nothing but ``HFFolderError`` leaves."""
+    where = str(path)[-160:]
+    try:
+        return _loaded(lambda: folder_members(path, within), where)
+    except HFFolderError:
+        raise
+    except MemoryError:
+        raise HFFolderError(f"{where}: this server does not have the memory to load this model.") from None
+    except (OSError, RuntimeError, ValueError) as e:
+        raise HFFolderError(f"{where}: cannot be read as a model folder ({type(e).__name__}: "
+                            f"{str(e).splitlines()[0][:200] if str(e) else ''}).") from None
+
+
+__all__ = ["MAX_HEADER_BYTES", "MAX_JSON_BYTES", "MAX_MEMBERS", "MAX_RATIO", "MAX_TOKENIZER_BYTES",
+           "SUPPORTED_MODEL_TYPES", "HFFolderError", "Member", "check_config", "check_pipeline",
+           "check_tokenizer_config", "check_weights", "config_parameters", "folder_members", "load_hf_folder",
+           "load_hf_folder_zip", "load_staged", "safetensors_bytes", "stage", "zip_members"]
