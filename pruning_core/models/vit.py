@@ -8,9 +8,15 @@ Module names follow timm's ``VisionTransformer`` (``patch_embed.proj``, ``cls_to
 ``blocks.N.norm1``, ``blocks.N.attn.qkv`` (one fused projection to queries, keys and values), ``blocks.N.attn.proj``,
 ``blocks.N.norm2``, ``blocks.N.mlp.fc1/fc2``, ``norm``, ``head``; LayerNorm eps 1e-6, exact GELU), so a timm
 ``vit_tiny_patch16_224`` state_dict has exactly our keys and shapes (checked against a hand-written list; timm
-itself is not installed here). Prunable by channel groups: the MLP hidden neurons (``fc1`` rows with ``fc2``
-columns). Not prunable here: attention heads (see ``FusedQKV``) and the embedding width (the residual stream is
-tied to the bare ``cls_token``/``pos_embed`` parameters, which the adapter does not slice).
+itself is not installed here). One addition without tensors, ``blocks.N.attn.dot_product``, computes the attention
+matmuls so that FLOP counters attribute them to a layer.
+
+Prunable by channel groups that the model supplies itself (``channel_groups``, built in ``vit_groups``; no
+Torch-Pruning trace): the attention heads of every block (a head's rows in the q, k and v thirds of ``qkv`` and its
+columns of ``proj``; at least one head stays) and the MLP hidden neurons (``fc1`` rows with ``fc2`` columns).
+The head count is read from ``qkv``'s rows, so a model with heads removed runs as it is and a pruned checkpoint
+rebuilds (``loading.build_pruned_architecture``). Not prunable: the embedding width (the residual stream is tied to
+the bare ``cls_token``/``pos_embed`` parameters, which the adapter does not slice) and the head dimension.
 Input (N, 3, image, image) at the built resolution; output (N, classes).
 """
 
@@ -20,40 +26,61 @@ import torch
 from torch import nn
 
 
-class FusedQKV(nn.Module):
-    """The fused query/key/value projection, x W^T + b with W of shape (3 dim, dim) laid out [q | k | v] (timm's
-    ``attn.qkv``). Deliberately not an ``nn.Linear``: Torch-Pruning's dependency graph follows a Linear's rows
-    through the reshape into heads and the attention matmuls as if they were elementwise, couples rows of
-    different heads and of q, k and v, and a model sliced that way no longer reshapes into heads (measured: the
-    masked and sliced outputs of a group-l1 plan disagree). Torch-Pruning roots no group at a module type it
-    does not know, so attention stays dense; the MLP neurons remain prunable."""
+class FusedQKV(nn.Linear):
+    """The fused query/key/value projection, x W^T + b with W of shape (3 H d, dim) laid out [q | k | v], each
+    third holding H heads of d rows (timm's ``attn.qkv``; H d = dim in the dense model). A ``Linear`` (so slicing,
+    rebuilding a pruned checkpoint, FLOPs counting and the criteria that read a Linear's output treat it as one)
+    of its own type, initialised as timm does (truncated normal, std 0.02; zero bias). Its rows are grouped into
+    heads by ``vit_groups.build_vit_groups``, never by Torch-Pruning's trace, which follows a Linear's rows through
+    the reshape into heads and the attention matmuls as if they were elementwise (it couples rows of different
+    heads and of q, k and v; ``structure.groups.probe_groups`` rejects such groups)."""
 
     def __init__(self, dim: int):
-        super().__init__()
-        self.weight = nn.Parameter(torch.empty(3 * dim, dim))
-        self.bias = nn.Parameter(torch.zeros(3 * dim))
-        nn.init.trunc_normal_(self.weight, std=0.02)
+        super().__init__(dim, 3 * dim)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return nn.functional.linear(x, self.weight, self.bias)
+    def reset_parameters(self) -> None:
+        nn.init.trunc_normal_(self.weight, std=0.02)
+        nn.init.zeros_(self.bias)
+
+
+class ScaledDotProductAttention(nn.Module):
+    """softmax(Q K^T * scale) V per head (Vaswani et al. 2017, Eq. 1; scale = d_head^-0.5): (N, H, T, d) queries,
+    keys and values -> (N, H, T, d) contexts. A module without parameters (no state_dict entry) so that FLOP
+    counters attribute the two attention matmuls, 4 H T^2 d FLOPs, to a layer of their own
+    (``blocks.i.attn.dot_product``) instead of the Attention module whose children are counted separately."""
+
+    def __init__(self, scale: float):
+        super().__init__()
+        self.scale = scale
+
+    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        return (q @ k.transpose(-2, -1) * self.scale).softmax(dim=-1) @ v
 
 
 class Attention(nn.Module):
     """Multi-head self-attention, Vaswani et al. 2017 Eq. 1: softmax(Q K^T / sqrt(d_head)) V per head, heads
-    concatenated and projected by ``proj``. Input and output (N, tokens, dim)."""
+    concatenated and projected by ``proj``. Input and output (N, tokens, dim).
+
+    The head count is read from the tensors (``qkv`` rows / (3 ``head_dim``)), never stored: a model whose heads
+    were removed (rows of ``qkv``, columns of ``proj``) runs as it is, with ``head_dim`` and the scale unchanged."""
 
     def __init__(self, dim: int, heads: int):
         super().__init__()
-        self.num_heads = heads
-        self.scale = (dim // heads) ** -0.5
+        self.head_dim = dim // heads
+        self.scale = self.head_dim ** -0.5
         self.qkv = FusedQKV(dim)
+        self.dot_product = ScaledDotProductAttention(self.scale)
         self.proj = nn.Linear(dim, dim)
+
+    @property
+    def num_heads(self) -> int:
+        return self.qkv.weight.shape[0] // (3 * self.head_dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, n, _ = x.shape
-        q, k, v = self.qkv(x).reshape(b, n, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4).unbind(0)  # (b,h,n,d)
-        attn = (q @ k.transpose(-2, -1) * self.scale).softmax(dim=-1)
-        return self.proj((attn @ v).transpose(1, 2).reshape(b, n, -1))
+        qkv = self.qkv(x).reshape(b, n, 3, -1, self.head_dim).permute(2, 0, 3, 1, 4)  # (3, b, heads, n, d)
+        q, k, v = qkv.unbind(0)
+        return self.proj(self.dot_product(q, k, v).transpose(1, 2).reshape(b, n, -1))
 
 
 class Mlp(nn.Module):
@@ -102,6 +129,12 @@ class VisionTransformer(nn.Module):
         self.blocks = nn.Sequential(*[Block(dim, heads, mlp_hidden) for _ in range(depth)])
         self.norm = nn.LayerNorm(dim, eps=1e-6)
         self.head = nn.Linear(dim, num_classes)
+
+    def channel_groups(self):
+        """The structured groups of every block: its attention heads and its MLP neurons (``vit_groups``)."""
+        from .vit_groups import build_vit_groups
+
+        return build_vit_groups(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.patch_embed(x)
