@@ -37,13 +37,15 @@ from torch.nn.utils import prune
 
 from pruning_core import Workbench, load_builtin, load_digits, make_method, ratio_grid, sweep  # noqa: E402
 from pruning_core.data import DataSplits, Split, synthetic_images  # noqa: E402
+from pruning_core.datasets import photo_eval_set  # noqa: E402
 from pruning_core.models import ARCHITECTURES  # noqa: E402
 
-MODELS = ("digits-resnet", "resnet18-cifar")
+MODELS = ("digits-resnet", "resnet18-cifar", "efficientnet-lite0-imagenet")
 # digits: the 539-image evaluation split tiled 16x, so a dense pass takes ~0.1 s on one thread and timer noise
-# is small; ResNet-18: 256 synthetic 32x32 images, ~1.5 s per dense pass on one thread, which keeps
-# `--model all` near 5 minutes on 2 cores.
-DEFAULT_EVAL_SAMPLES = {"digits-resnet": 539 * 16, "resnet18-cifar": 256}
+# is small; ResNet-18: 256 synthetic 32x32 images, ~1.5 s per dense pass on one thread. EfficientNet-Lite0: the
+# pretrained ImageNet model (an optional extra) on the 256 bundled photo crops at 224x224, unlabelled, so the
+# sweep reports agreement with the dense model; several seconds per dense pass, the longest run here.
+DEFAULT_EVAL_SAMPLES = {"digits-resnet": 539 * 16, "resnet18-cifar": 256, "efficientnet-lite0-imagenet": 256}
 UNSTRUCTURED_METHOD, STRUCTURED_METHOD = "magnitude-global", "group-l1"
 RATIOS = ratio_grid(0.0, 0.9, 10)
 
@@ -62,7 +64,8 @@ def pin_malloc() -> bool:
 
 
 def plain_evaluation(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int) -> float:
-    """The floor's evaluation pass: forward in the workbench's batches and top-1 accuracy, nothing more."""
+    """The floor's evaluation pass: forward in the workbench's batches and top-1 accuracy against ``y`` (the
+    labels, or the dense model's predictions on unlabelled data), nothing more."""
     with torch.inference_mode():
         pred = torch.cat([model(chunk).argmax(1) for chunk in x.split(batch_size)])
         return float((pred == y).float().mean())
@@ -82,6 +85,14 @@ def load(name: str, eval_samples: int) -> tuple[nn.Module, DataSplits, str]:
         x, y = data.eval.x.repeat(reps, 1, 1, 1)[:eval_samples], data.eval.y.repeat(reps)[:eval_samples]
         tiled = DataSplits(data.name, data.train, data.calib, Split(x, y), data.num_classes)
         return model, tiled, f"committed weights; the {n}-image digits evaluation split tiled to {eval_samples}"
+    if name == "efficientnet-lite0-imagenet":
+        arch = ARCHITECTURES[name]
+        if not arch.has_weights:
+            raise SystemExit(f"{name}: its weights are an optional extra (requirements-extras.txt), not installed")
+        mean, std = arch.normalization
+        data = photo_eval_set(n=eval_samples, size=arch.input_shape[-1], mean=mean, std=std)
+        return (arch.load().eval(), data,
+                f"pretrained ImageNet weights; {eval_samples} bundled photo crops (unlabelled: agreement with dense)")
     torch.manual_seed(0)
     shape = ARCHITECTURES[name].input_shape
     return (ARCHITECTURES[name].build().eval(), synthetic_images(eval_samples, shape, 10),
@@ -111,14 +122,15 @@ def torch_pruning_per_ratio(model: nn.Module, example: torch.Tensor, ratios: lis
     params = []
     for r in ratios:
         m = copy.deepcopy(model)
+        classifier = [mod for mod in m.modules() if isinstance(mod, nn.Linear)][-1]
         pruner = tp.pruner.MagnitudePruner(m, example, importance=tp.importance.GroupMagnitudeImportance(p=1),
-                                           pruning_ratio=r, ignored_layers=[m.fc])
+                                           pruning_ratio=r, ignored_layers=[classifier])
         pruner.step()
         params.append(sum(p.numel() for p in m.parameters()))
     return params
 
 
-def bench_model(name: str, eval_samples: int, repeats: int) -> dict:
+def bench_model(name: str, eval_samples: int, repeats: int, floor_only: bool = False) -> dict:
     model, data, data_note = load(name, eval_samples)
     wb = Workbench(model, data, device="cpu", name=name)
     dense = copy.deepcopy(wb.model)  # the floor's model: the same weights, outside the workbench
@@ -130,6 +142,9 @@ def bench_model(name: str, eval_samples: int, repeats: int) -> dict:
     trace_seconds = time.perf_counter() - start
     wb.dense_metrics()
     wb.dense_flops
+    if not wb.task.labelled:  # the floor scores top-1 agreement with the dense model, as the sweep does
+        with torch.inference_mode():
+            y = torch.cat([dense(chunk).argmax(1) for chunk in x.split(bs)])
     plain_evaluation(dense, x, y, bs)  # warm-up
 
     # ---- unstructured: sweep vs floor vs naive ------------------------------------------------------------
@@ -155,9 +170,11 @@ def bench_model(name: str, eval_samples: int, repeats: int) -> dict:
             accuracies.append(plain_evaluation(m, x, y, bs))
         return accuracies
 
-    print(f"  unstructured: {repeats} rounds of sweep / floor / naive", flush=True)
-    u_times, u_res = interleaved({"sweep": ours_unstructured, "floor": floor_unstructured,
-                                  "naive": naive_unstructured}, repeats)
+    u_variants = {"sweep": ours_unstructured, "floor": floor_unstructured, "naive": naive_unstructured}
+    if floor_only:
+        del u_variants["naive"]
+    print(f"  unstructured: {repeats} rounds of {' / '.join(u_variants)}", flush=True)
+    u_times, u_res = interleaved(u_variants, repeats)
 
     # ---- structured: sliced sweep vs floor vs masked sweep -------------------------------------------------
     method = make_method(STRUCTURED_METHOD).prepare(wb)
@@ -174,8 +191,11 @@ def bench_model(name: str, eval_samples: int, repeats: int) -> dict:
     def floor_structured():
         return [plain_evaluation(m, x, y, bs) for m in small_models]
 
-    print(f"  structured: {repeats} rounds of sliced sweep / floor / masked sweep", flush=True)
-    s_times, s_res = interleaved({"sliced": sliced, "floor": floor_structured, "masked": masked}, repeats)
+    s_variants = {"sliced": sliced, "floor": floor_structured, "masked": masked}
+    if floor_only:
+        del s_variants["masked"]
+    print(f"  structured: {repeats} rounds of {' / '.join(s_variants)}", flush=True)
+    s_times, s_res = interleaved(s_variants, repeats)
 
     # ---- per-ratio slicing vs Torch-Pruning --------------------------------------------------------------
     def ours_slicing():
@@ -191,39 +211,48 @@ def bench_model(name: str, eval_samples: int, repeats: int) -> dict:
             warnings.simplefilter("ignore")
             return torch_pruning_per_ratio(tp_model, example, RATIOS)
 
-    print(f"  slicing: {repeats} rounds of plan + slice / Torch-Pruning", flush=True)
-    c_times, c_res = interleaved({"ours": ours_slicing, "torch-pruning": tp_slicing}, repeats)
+    c_variants = {"ours": ours_slicing, "torch-pruning": tp_slicing}
+    if floor_only:
+        del c_variants["torch-pruning"]
+    print(f"  slicing: {repeats} rounds of {' / '.join(c_variants)}", flush=True)
+    c_times, c_res = interleaved(c_variants, repeats)
 
     u = {k: statistics.median(v) for k, v in u_times.items()}
     s = {k: statistics.median(v) for k, v in s_times.items()}
     c = {k: statistics.median(v) for k, v in c_times.items()}
-    sliced_acc = [p.row["accuracy"] for p in s_res["sliced"]]
-    masked_acc = [p.row["accuracy"] for p in s_res["masked"]]
-    ours_acc = [p.row["accuracy"] for p in u_res["sweep"]]
+    headline = wb.task.primary  # accuracy with labels; agreement with the dense model without
+    sliced_acc = [p.row[headline] for p in s_res["sliced"]]
+    ours_acc = [p.row[headline] for p in u_res["sweep"]]
     is_resnet18 = name == "resnet18-cifar"
     rows = [
         _row("unstructured sweep s  vs floor: as many plain dense passes", u["sweep"], u["floor"],
              "<= 1.10", u["sweep"] <= 1.10 * u["floor"]),
         _row("unstructured sweep: evaluation passes  vs ratios", max(passes["unstructured"]), n,
              "== ratios", set(passes["unstructured"]) == {n}, fmt="d"),
-        _row("unstructured sweep s  vs naive: deepcopy+global_unstructured", u["sweep"], u["naive"],
-             "(shown)", None),
         _row("structured sliced sweep s  vs floor: pre-built small models", s["sliced"], s["floor"],
              "<= 1.20", s["sliced"] <= 1.20 * s["floor"]),
         _row("structured sliced sweep: evaluation passes  vs ratios", max(passes["sliced"]), n,
              "== ratios", set(passes["sliced"]) == {n}, fmt="d"),
-        _row("structured sliced sweep s  vs masked sweep (dense cost)", s["sliced"], s["masked"],
-             "<= 0.50", s["sliced"] <= 0.50 * s["masked"]),
-        _row("  its floor alone s  vs masked sweep (best any slicer can do)", s["floor"], s["masked"],
-             "(shown)", None),
-        _row("plan + slice, 10 ratios s  vs Torch-Pruning deepcopy+pruner+step", c["ours"], c["torch-pruning"],
-             "<= 0.10" if is_resnet18 else "(shown)", c["ours"] <= 0.10 * c["torch-pruning"] if is_resnet18 else None),
-        _row("sliced vs masked sweep accuracies: max |difference|",
-             max(abs(a - b) for a, b in zip(sliced_acc, masked_acc, strict=True)), 0.0, "== 0",
-             sliced_acc == masked_acc, fmt="g"),
-        _row("unstructured sweep vs naive accuracies: max |difference|",
-             max(abs(a - b) for a, b in zip(ours_acc, u_res["naive"], strict=True)), 0.0, "(shown)", None, fmt="g"),
     ]
+    if not floor_only:  # the comparisons with the naive ways, the masked sweep and Torch-Pruning
+        masked_acc = [p.row[headline] for p in s_res["masked"]]
+        rows[2:2] = [_row("unstructured sweep s  vs naive: deepcopy+global_unstructured", u["sweep"], u["naive"],
+                          "(shown)", None)]
+        rows += [
+            _row("structured sliced sweep s  vs masked sweep (dense cost)", s["sliced"], s["masked"],
+                 "<= 0.50", s["sliced"] <= 0.50 * s["masked"]),
+            _row("  its floor alone s  vs masked sweep (best any slicer can do)", s["floor"], s["masked"],
+                 "(shown)", None),
+            _row("plan + slice, 10 ratios s  vs Torch-Pruning deepcopy+pruner+step", c["ours"], c["torch-pruning"],
+                 "<= 0.10" if is_resnet18 else "(shown)",
+                 c["ours"] <= 0.10 * c["torch-pruning"] if is_resnet18 else None),
+            _row(f"sliced vs masked sweep {headline}: max |difference|",
+                 max(abs(a - b) for a, b in zip(sliced_acc, masked_acc, strict=True)), 0.0, "== 0",
+                 sliced_acc == masked_acc, fmt="g"),
+            _row(f"unstructured sweep vs naive {headline}: max |difference|",
+                 max(abs(a - b) for a, b in zip(ours_acc, u_res["naive"], strict=True)), 0.0, "(shown)", None,
+                 fmt="g"),
+        ]
     notes = {
         "data": data_note,
         "dense pass, s": round(u["floor"] / n, 4),
@@ -231,10 +260,11 @@ def bench_model(name: str, eval_samples: int, repeats: int) -> dict:
         "engine time per ratio, ms (unstructured, structured sliced)": (
             round(1e3 * (u["sweep"] - u["floor"]) / n, 2), round(1e3 * (s["sliced"] - s["floor"]) / n, 2)),
         "plan + slice per ratio, ms (ours, Torch-Pruning)": (round(1e3 * c["ours"] / n, 2),
-                                                             round(1e3 * c["torch-pruning"] / n, 1)),
-        "small-model parameters per ratio (ours, Torch-Pruning)": list(zip(c_res["ours"], c_res["torch-pruning"],
+                                                             round(1e3 * c.get("torch-pruning", float("nan")) / n, 1)),
+        "small-model parameters per ratio (ours, Torch-Pruning)": list(zip(c_res["ours"],
+                                                                             c_res.get("torch-pruning", c_res["ours"]),
                                                                              strict=True)),
-        "structured accuracies per ratio (sliced = masked)": [round(a, 4) for a in sliced_acc],
+        f"structured {headline} per ratio (sliced = masked)": [round(a, 4) for a in sliced_acc],
     }
     times = {"unstructured": u_times, "structured": s_times, "slicing": c_times}
     return {"model": name, "eval_samples": eval_samples, "ratios": RATIOS, "rows": rows, "notes": notes,
@@ -266,6 +296,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--eval-samples", type=int, default=None,
                     help="evaluation samples, for every model run (default: digits-resnet 8624 = the digits "
                          "evaluation split tiled 16x; resnet18-cifar 256 synthetic images)")
+    ap.add_argument("--floor-only", action="store_true",
+                    help="only the sweeps against their evaluation floor (no naive, masked or Torch-Pruning runs): "
+                         "for large models, where those add many dense passes")
     ap.add_argument("--repeats", type=int, default=3, help="interleaved rounds per comparison; the median is shown")
     ap.add_argument("--threads", type=int, default=1,
                     help="torch.set_num_threads, fixed for the run (default 1: on a shared 2-core machine a second "
@@ -283,7 +316,8 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     for name in (MODELS if args.model == "all" else (args.model,)):
         print(f"{name}:", flush=True)
-        results.append(bench_model(name, args.eval_samples or DEFAULT_EVAL_SAMPLES[name], args.repeats))
+        results.append(bench_model(name, args.eval_samples or DEFAULT_EVAL_SAMPLES[name], args.repeats,
+                                   args.floor_only))
     for r in results:
         print_table(r)
     print(f"\ntotal {time.perf_counter() - start:.0f} s")
