@@ -209,8 +209,8 @@ def folder_members(folder: str | os.PathLike, within: str | os.PathLike | None =
             path = os.path.join(dirpath, f)
             target = Path(os.path.realpath(path))
             if base is not None and not target.is_relative_to(base):
-                raise HFFolderError(f"{where}: {rel[:120]!r} is a link to {str(target)[:120]!r}, outside "
-                                    f"{str(base)!r}; links out of the data root are refused.")
+                raise HFFolderError(f"{where}: {rel[:120]!r} is a link to a file outside {str(base)!r}; links out "
+                                    "of the data root are refused.")
             info = os.stat(target)
             if not stat.S_ISREG(info.st_mode):
                 raise HFFolderError(f"{where}: {rel[:120]!r} is not a regular file (a pipe, socket or device).")
@@ -280,8 +280,7 @@ def check_config(folder: Path, where: str) -> dict:
                             "are what the structured methods know how to prune.")
     params = config_parameters(config, where)
     if 4 * params > max_file_bytes():
-        raise HFFolderError(too_large(f"{where}: the model config.json describes ({params:,} parameters)",
-                                      4 * params))
+        raise HFFolderError(too_large(f"{where}: the {params:,} parameters its config.json describes", 4 * params))
     return config
 
 

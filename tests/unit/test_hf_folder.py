@@ -184,5 +184,5 @@ def test_links_inside_the_root_are_followed_and_links_out_are_refused(tiny, tmp_
     shutil.move(tiny / "vocab.txt", blobs / "vocab")
     (tiny / "vocab.txt").symlink_to(blobs / "vocab")  # a Hugging Face cache snapshot links into its blobs
     assert "vocab.txt" in {m.name for m in folder_members(tiny, within=tiny.parent)}
-    with pytest.raises(HFFolderError, match=r"'vocab\.txt' is a link to .* outside"):
+    with pytest.raises(HFFolderError, match=r"'vocab\.txt' is a link to a file outside"):
         folder_members(tiny, within=tiny)
