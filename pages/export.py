@@ -41,7 +41,12 @@ if record and record.workbench_key == state.key:
     speed = report["speed"]
     st.subheader(f"{ui.method_label(report['method'])} at ratio {report['ratio_removed']:.2f}")
     cols = st.columns(5)
-    cols[0].metric("Accuracy", f"{after['accuracy']:.2%}", f"{(after['accuracy'] - before['accuracy']) * 100:+.2f} pp")
+    primary = report.get("primary", "accuracy")  # the task's headline: accuracy, agreement or cosine
+    label = report.get("metric_labels", {}).get(primary, primary)
+    cols[0].metric({"cosine": "Cosine to dense"}.get(primary, primary.capitalize()), f"{after[primary]:.2%}",
+                   f"{(after[primary] - before[primary]) * 100:+.2f} pp",
+                   help=f"{label[:1].upper()}{label[1:]}, on {report['evaluation_samples']} evaluation samples; "
+                   "the report lists every metric of the task")
     structured = report["granularity"] == "structured"
     # unstructured plans keep the tensors' shapes: what shrinks is the count of non-zero weights and the
     # multiply-adds a sparse kernel would do

@@ -93,7 +93,7 @@ def export_plan(wb: Workbench, plan: Plan, formats=("state_dict", "torch.export"
     before = {**_eval_dict(dense_eval), "params": wb.dense_params, "flops": wb.dense_flops[0]}
 
     model, verification = _exported_model(wb, plan, atol)
-    after_eval, _ = metrics.evaluate(model, wb.eval_x, wb.eval_y, wb.dense_predictions, wb.batch_size)
+    after_eval, _ = metrics.evaluate_task(model, wb.eval_x, wb.eval_y, wb.task, wb.dense_outputs, wb.batch_size)
     kept = wb.kept_fraction_by_tensor(plan)
     prunable = wb.prunable
     after = {**_eval_dict(after_eval), "params": metrics.parameter_count(model),
@@ -150,7 +150,8 @@ def export_plan(wb: Workbench, plan: Plan, formats=("state_dict", "torch.export"
         "method": plan.method, "granularity": plan.granularity, "ratio_removed": plan.ratio,
         "realised_sparsity": _realised_sparsity(kept, prunable),
         "model": wb.name, "architecture": architecture, "data": wb.data.name, "device": str(wb.device),
-        "evaluation_samples": len(wb.eval_y), "torch": torch.__version__,
+        "evaluation_samples": len(wb.eval_y), "torch": torch.__version__, "task": wb.task.kind,
+        "primary": wb.task.primary, "metric_labels": {m.key: m.label for m in wb.task.metrics},
         "verification": verification, "before": before, "after": after, "speed": speed, "formats": outcome,
         "files": {n: len(b) for n, b in files.items()}, "notes": notes,
     }
@@ -177,6 +178,8 @@ def _exported_model(wb: Workbench, plan: Plan, atol: float) -> tuple[nn.Module, 
     out = metrics.predict(model, x, wb.batch_size)
     diff = float((out - reference).abs().max()) if len(x) else 0.0
     same_class = float((out.argmax(1) == reference.argmax(1)).float().mean()) if len(x) else 1.0
+    if wb.task.kind == "embedding":  # an embedding's argmax is a dimension, not a class: only the difference counts
+        same_class = 1.0
     if not diff <= atol or same_class < 1.0:
         raise ExportError(f"The exported model does not reproduce the pruned model: outputs differ by up to "
                           f"{diff:.3g} (tolerance {atol:g}) and {1 - same_class:.2%} of predicted classes change. "
@@ -342,8 +345,10 @@ def format_report(report: dict) -> str:
              f"{report['torch']}. {report['granularity'].capitalize()} plan; realised sparsity "
              f"{report['realised_sparsity']:.1%} of prunable weights.", "",
              "| | before | after |", "|---|---|---|",
-             row("accuracy", "accuracy", ".2%"), row("loss", "loss", ".4f"),
-             row("agreement with dense", "agreement", ".2%"), row("parameters", "params", ",d"),
+             *[row(label, key, ".2%" if key not in ("loss", "kl") else ".4f") for key, label in
+               report.get("metric_labels", {"accuracy": "accuracy", "loss": "loss",
+                                            "agreement": "agreement with dense"}).items()],
+             row("parameters", "params", ",d"),
              row("FLOPs (batch 1)", "flops", ",d"), row("latency batch 1 (ms)", "latency_ms_batch1", ".3f"),
              row(f"latency batch {a.get('latency_batch', LATENCY_BATCH)} (ms)",
                  f"latency_ms_batch{a.get('latency_batch', LATENCY_BATCH)}", ".3f"), "",
@@ -390,7 +395,7 @@ def _speed_lines(speed: dict | None) -> list[str]:
 
 # ----- small helpers -------------------------------------------------------------------------------------------
 def _eval_dict(ev: metrics.EvalMetrics) -> dict:
-    return {"accuracy": ev.accuracy, "loss": ev.loss, "agreement": ev.agreement}
+    return {"accuracy": ev.accuracy, "loss": ev.loss, "agreement": ev.agreement, **ev.scores}
 
 
 def _speed(dense: nn.Module, pruned: nn.Module, example: torch.Tensor, batch: torch.Tensor, dense_flops: int | None,
