@@ -11,13 +11,25 @@ jobs, over the same functions the app calls.
     python -m pruning_core check                      # every paper check on every demo model
     python -m pruning_core check --checks id,ispasp --models digits-cnn --quick --json checks.json
     python -m pruning_core sensitivity --model digits-resnet --criterion l1 --ratios 0.25,0.5,0.75 --out table.csv
+    python -m pruning_core sweep --model efficientnet-lite0-imagenet --dataset photos --methods group-l1 \
+        --ratios 0.3,0.5 --eval-samples 64 --out DIR          # pretrained ImageNet CNN on the bundled photos
+    python -m pruning_core sweep --model minilm --dataset sentences --methods group-l2 --ratios 0.25 --out DIR
+
+Data: ``--data`` an .npz, or ``--dataset`` one of the bundled offline sets (``DATASETS``): digits (8x8, labelled),
+photos (crops of the photos shipped with scikit-image and scikit-learn, unlabelled, sized and normalised for the
+chosen model), sentences (the Python language reference, unlabelled, tokenised by the MiniLM tokenizer). By
+default the model's own kind: sentences for ``--model minilm`` (all-MiniLM-L6-v2, an optional extra), photos for
+a model of 3 x S x S colour images, digits otherwise. ``--eval-samples`` / ``--calib-samples`` size the splits.
+Every command reports the task's own metrics (``tasks``): accuracy with labels; top-1 agreement, top-5 overlap
+and KL divergence to the dense model without labels; cosine similarity and nearest-neighbour agreement for
+embeddings.
 
 ``sweep`` writes DIR/sweep.json (``SweepResult.to_json``), DIR/points.csv and DIR/layers.csv and prints a table;
 ``export`` writes the bundle zip and prints its report; ``check`` prints the paper claims with their verdicts,
 then the self-tests and descriptions apart, and the counts, and exits 0 whatever the verdicts (a disagreement is
 a finding, not an error); ``--long`` adds the checks' longer reproductions; ``sensitivity`` prunes each channel
 group alone at each ratio, writes the table (``.csv`` or ``.json``, ``sensitivity.to_csv`` / ``to_json``) and
-prints the groups x ratios accuracy drop. Progress goes to stderr, one line per
+prints the groups x ratios drop of the task's headline metric. Progress goes to stderr, one line per
 step. A bad argument or input prints one line to stderr and exits with status 2.
 """
 
@@ -37,11 +49,12 @@ from pathlib import Path
 import torch
 
 from .checks import CHECKS, format_table, run_check
-from .data import DataError, load_digits, load_npz
+from .cli_inputs import DATASETS, SENTENCE_ENCODER, bundled_dataset, default_dataset, first_samples, load_model_by_name
+from .data import DataError, load_npz
 from .export import FORMATS, ExportError, export_plan, format_report
 from .importance.criteria import CRITERIA, channel_scores
 from .limits import max_file_bytes, max_ratios, too_large, too_many_ratios
-from .loading import LoadedModel, ModelLoadError, load_builtin_model, load_model_file
+from .loading import LoadedModel, ModelLoadError, load_model_file
 from .methods import REGISTRY, make_method
 from .models import ARCHITECTURES, DEMO_MODELS
 from .plan import PlanError, check_ratio
@@ -51,8 +64,6 @@ from .session import open_workbench
 from .structure import GroupError
 from .sweep import ratio_grid, run_sweep
 from .workbench import Workbench
-
-_TABLE_COLUMNS = ["method", "ratio", "accuracy", "agreement", "params_fraction", "flops_fraction", "sparsity"]
 
 
 class UsageError(Exception):
@@ -71,12 +82,20 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("methods", help="list the pruning methods")
 
     def model_and_data(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--model", help=f"built-in model (default digits-resnet): {', '.join(ARCHITECTURES)}")
+        p.add_argument("--model", help=f"built-in model (default digits-resnet): {', '.join(ARCHITECTURES)}, or "
+                       f"{SENTENCE_ENCODER} (the all-MiniLM-L6-v2 sentence encoder, an optional extra)")
         p.add_argument("--weights", type=Path, help="a model file: state_dict, safetensors, TorchScript, .pt2")
         p.add_argument("--architecture", help="the built-in architecture a state_dict/safetensors file belongs to")
         p.add_argument("--trust-pickle", action="store_true",
                        help="allow unpickling a whole pickled model (runs its code: only for files you made)")
-        p.add_argument("--data", type=Path, help=".npz with X and y (default: the bundled 8x8 digits)")
+        data = p.add_mutually_exclusive_group()
+        data.add_argument("--data", type=Path, help=".npz with X and y")
+        data.add_argument("--dataset", choices=DATASETS, help="a bundled offline set (default: the model's kind: "
+                          "sentences for minilm, photos for colour-image models, digits otherwise)")
+        p.add_argument("--eval-samples", type=int, metavar="N", help="evaluation samples (photos: 256 crops, "
+                       "sentences: 512; digits and .npz: the first N of the evaluation split)")
+        p.add_argument("--calib-samples", type=int, metavar="N", help="calibration samples (photos: 64 crops, "
+                       "sentences: 128; digits and .npz: the first N of the calibration split)")
         p.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda when available")
 
     sweep = sub.add_parser("sweep", help="evaluate methods x ratios; write sweep.json, points.csv, layers.csv")
@@ -169,19 +188,24 @@ def _sweep_into(args, methods: list[str], ratios: list[float]) -> int:
     loaded, wb = _workbench(args)
     total = len(methods) * len(ratios)
 
+    primary = wb.task.primary
+
     def progress(done, total_, point):
         r = point.row
-        _log(f"[{done}/{total_}] {r['method']} @ {r['ratio']:g}: accuracy {r['accuracy']:.4f}, "
+        _log(f"[{done}/{total_}] {r['method']} @ {r['ratio']:g}: {primary} {r[primary]:.4f}, "
              f"params {r['params_fraction']:.1%}")
 
-    _log(f"sweeping {len(methods)} methods x {len(ratios)} ratios = {total} points on {wb.device}")
+    _log(f"sweeping {len(methods)} methods x {len(ratios)} ratios = {total} points on {wb.device} ({wb.task.kind}: "
+         f"{', '.join(m.label for m in wb.task.metrics)})")
     result = run_sweep(wb, methods, ratios, args.structured, progress)
     result.meta.update({"model_file": str(args.weights) if args.weights else None, "kind": loaded.kind,
                         "architecture": loaded.architecture})
     points_csv, layers_csv = result.to_csv()
     for name, text in (("sweep.json", result.to_json()), ("points.csv", points_csv), ("layers.csv", layers_csv)):
         _write(args.out / name, text.encode(), "--out")
-    print(result.points[_TABLE_COLUMNS].to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    columns = ["method", "ratio", *[m.key for m in wb.task.metrics if m.key != "loss"], "params_fraction",
+               "flops_fraction", "sparsity"]
+    print(result.points[columns].to_string(index=False, float_format=lambda v: f"{v:.4f}"))
     _log(f"wrote {args.out / 'sweep.json'}, points.csv, layers.csv")
     return 0
 
@@ -293,12 +317,13 @@ def _sensitivity_into(args, ratios: list[float]) -> int:
     _log(f"sensitivity of {len(names)} groups x {len(ratios)} ratios ({args.criterion}, {args.split} split, "
          f"{args.engine} engine) on {wb.device}")
     finished: dict[str, list[dict]] = {}
+    headline = wb.task.primary
 
     def on_row(row: dict) -> None:
         finished.setdefault(row["group"], []).append(row)
         if len(finished[row["group"]]) == len(ratios):
-            drops = ", ".join(f"{r['ratio']:g}: {r['accuracy_drop']:+.4f}" for r in finished[row["group"]])
-            _log(f"[{len(finished)}/{len(names)}] {row['group']} ({row['channels']} channels): accuracy drop {drops}")
+            drops = ", ".join(f"{r['ratio']:g}: {r['drop']:+.4f}" for r in finished[row["group"]])
+            _log(f"[{len(finished)}/{len(names)}] {row['group']} ({row['channels']} channels): {headline} drop {drops}")
 
     table = sensitivity_table(wb, scores, ratios, groups=groups, split=args.split, on_row=on_row, engine=args.engine,
                               criterion=args.criterion)
@@ -309,8 +334,9 @@ def _sensitivity_into(args, ratios: list[float]) -> int:
         _log(f"note: full passes instead of suffixes: {meta['fallback']}")
     text = to_json(table) if args.out.suffix.lower() == ".json" else to_csv(table)
     _write(args.out, text.encode(), "--out")
-    print(f"accuracy drop (dense accuracy {meta['dense_accuracy']:.4f}, {args.split} split), groups x ratios removed:")
-    print(pivot(table).to_string(float_format=lambda v: f"{v:.4f}"))
+    print(f"{headline} drop (dense {headline} {meta['dense_headline']:.4f}, {args.split} split), groups x ratios "
+          "removed:")
+    print(pivot(table, "drop").to_string(float_format=lambda v: f"{v:.4f}"))
     _log(f"wrote {args.out} in {meta['seconds']:.1f} s")
     return 0
 
@@ -348,22 +374,29 @@ def ratios_from_args(args) -> list[float]:
 
 
 def _workbench(args) -> tuple[LoadedModel, Workbench]:
+    """The model (loaded first: a refused file is reported before any data is read), then the data, then the
+    workbench that checks they fit."""
     if args.weights and args.model:
         raise UsageError("give either --model or --weights, not both")
+    for flag in ("eval_samples", "calib_samples"):
+        if getattr(args, flag, None) is not None and getattr(args, flag) < 1:
+            raise UsageError(f"--{flag.replace('_', '-')} must be at least 1, got {getattr(args, flag)}")
     if args.device == "cuda" and not torch.cuda.is_available():
         raise UsageError("CUDA is not available on this machine; use --device cpu")
     if args.weights:
         loaded = load_model_file(_read_input(args.weights), args.weights.name, args.architecture, args.trust_pickle)
     else:
-        loaded = load_builtin_model(args.model or "digits-resnet")
+        loaded = load_model_by_name(args.model or "digits-resnet")
+    n_eval, n_calib = getattr(args, "eval_samples", None), getattr(args, "calib_samples", None)
+    dataset = getattr(args, "dataset", None) or (None if args.data else default_dataset(loaded))
     if args.data:
-        splits = load_npz(_read_input(args.data), args.data.name)
+        splits = first_samples(load_npz(_read_input(args.data), args.data.name), n_eval, n_calib)
     else:
-        splits = load_digits()
+        splits = bundled_dataset(dataset, loaded, n_eval, n_calib)
     _log(f"model {loaded.name} ({loaded.kind}), data {splits.name}")
-    for note in loaded.notes:
+    for note in loaded.notes + ([splits.note] if splits.note else []):
         _log(f"note: {note}")
-    return loaded, open_workbench(loaded, splits, device=args.device, bundled_data=not args.data)
+    return loaded, open_workbench(loaded, splits, device=args.device, bundled_data=dataset == "digits")
 
 
 def _read_input(path: Path) -> bytes:
