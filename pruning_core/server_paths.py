@@ -7,6 +7,10 @@ accepted only when the result lies inside the root, so neither ``..`` nor a link
 reaches anything else. Files are read with the same size limit as uploads (``limits.max_file_bytes``), checked
 on the opened file before its bytes are read.
 
+``load_server_model`` (a model file, or a Hugging Face folder through ``text.hf_folder``) and
+``load_server_data`` (a folder of class folders of images, an .npz, a .csv of texts) read what a path names with
+the same loaders, checks and errors as uploads of the same kind.
+
 What a link inside the root may still do: point at another file inside the root (a Hugging Face cache's
 snapshot folders are links into its blobs), which is allowed. The root itself should be a folder the people
 using the app may read entirely.
@@ -41,8 +45,10 @@ def data_root() -> Path | None:
 
 
 def how_to_enable() -> str:
-    """One sentence: how to turn server paths on."""
-    return (f"Reading files by their path on the server is off. To turn it on, start the app with the "
+    """One sentence: how to turn server paths on (and why they are off when the variable names no folder)."""
+    named = os.environ.get(DATA_ROOT_VARIABLE, "").strip()
+    why = f" ({DATA_ROOT_VARIABLE} names {named[:160]!r}, which is not a folder)" if named else ""
+    return (f"Reading files by their path on the server is off{why}. To turn it on, start the app with the "
             f"environment variable {DATA_ROOT_VARIABLE} set to the folder people may read from (for example "
             f"`{DATA_ROOT_VARIABLE}=/srv/models bash scripts/run_app.sh`); paths are then typed relative to it.")
 

@@ -38,7 +38,6 @@ import re
 import stat
 import tempfile
 import zipfile
-import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -406,17 +405,43 @@ def load_staged(folder: Path, where: str) -> LoadedModel:
             encoder = load_sentence_encoder(folder)
     except EncoderLoadError as e:
         raise HFFolderError(f"{where}: {str(e).replace(str(folder), 'the folder')}") from None
+    except Exception as e:  # transformers and tokenizers raise many types on files they cannot read
+        first = (str(e).splitlines() or [""])[0].replace(str(folder), "the folder")[:200]
+        raise HFFolderError(f"{where}: could not be loaded ({type(e).__name__}: {first}).") from None
     encoder.folder = None  # the staged copy is removed once loaded
     try:
         check_tensors(encoder.state_dict(), where)
     except ModelLoadError as e:
         raise HFFolderError(str(e)) from None
-    params = sum(p.numel() for p in encoder.parameters())
-    note = (f"A Hugging Face BERT encoder ({config['num_hidden_layers']} layers, {config['num_attention_heads']} "
-            f"heads, hidden {config['hidden_size']}, FFN {config['intermediate_size']}; {params:,} parameters), "
-            f"read offline from safetensors: structured methods remove whole attention heads and FFN neurons. "
-            f"Embeddings are {'mean-pooled and L2-normalised' if encoder.normalize else 'mean-pooled'}.")
-    return LoadedModel(encoder, where, "safetensors", None, None, [note])
+    c, params = config, sum(p.numel() for p in encoder.parameters())
+    about = (f"A Hugging Face BERT encoder ({c['num_hidden_layers']} layers, {c['num_attention_heads']} heads, hidden "
+             f"{c['hidden_size']}, FFN {c['intermediate_size']}; {params:,} parameters), read offline from "
+             "safetensors: structured methods remove whole attention heads and FFN neurons. Embeddings are "
+             f"{'mean-pooled and L2-normalised' if encoder.normalize else 'mean-pooled'}.")
+    return LoadedModel(encoder, where, "safetensors", None, None,
+                       [n for n in (about, tokenizer_note(encoder, config, where)) if n])
+
+
+def tokenizer_note(encoder, config: dict, where: str) -> str:
+    """'' when the folder's tokenizer has the bundled MiniLM's vocabulary (which tokenises the bundled sentences
+    and uploaded texts), else a warning that figures on those texts are not meaningful; refused when the bundled
+    token ids would not even index the model's embedding table."""
+    from ..data import DataError
+    from ..datasets.text import load_tokenizer
+
+    try:
+        bundled = load_tokenizer().get_vocab()
+    except DataError:
+        return ""
+    if encoder.tokenizer.get_vocab() == bundled:
+        return ""
+    if config["vocab_size"] < len(bundled):
+        raise HFFolderError(f"{where}: its vocabulary has {config['vocab_size']:,} tokens, fewer than the "
+                            f"{len(bundled):,} of the bundled tokenizer that prepares the texts; the model could not "
+                            "read them.")
+    return ("Its tokenizer differs from the bundled MiniLM's, which tokenises the bundled sentences and uploaded "
+            "texts: their token ids do not mean the same words to this model, so only agreement with the dense "
+            "model on those inputs is meaningful, not what the embeddings say about the texts.")
 
 
 def _loaded(members_of: Callable[[], list[Member]], where: str) -> LoadedModel:
@@ -443,9 +468,9 @@ def load_hf_folder_zip(data: bytes, name: str = "model.zip") -> LoadedModel:
         raise
     except MemoryError:
         raise HFFolderError(f"{name}: this server does not have the memory to load this model.") from None
-    except (zipfile.BadZipFile, zlib.error, EOFError, OSError, RuntimeError, NotImplementedError, ValueError) as e:
+    except Exception as e:  # zipfile and zlib raise many types on damaged archives
         raise HFFolderError(f"{name}: not a readable model folder; the zip is damaged, truncated or not a model "
-                            f"({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}).") from None
+                            f"({type(e).__name__}: {(str(e).splitlines() or [''])[0][:200]}).") from None
 
 
 def load_hf_folder(path: str | os.PathLike, within: str | os.PathLike | None = None) -> LoadedModel:
@@ -458,12 +483,12 @@ def load_hf_folder(path: str | os.PathLike, within: str | os.PathLike | None = N
         raise
     except MemoryError:
         raise HFFolderError(f"{where}: this server does not have the memory to load this model.") from None
-    except (OSError, RuntimeError, ValueError) as e:
+    except Exception as e:  # a last net: nothing but HFFolderError leaves this function
         raise HFFolderError(f"{where}: cannot be read as a model folder ({type(e).__name__}: "
-                            f"{str(e).splitlines()[0][:200] if str(e) else ''}).") from None
+                            f"{(str(e).splitlines() or [''])[0][:200]}).") from None
 
 
 __all__ = ["MAX_HEADER_BYTES", "MAX_JSON_BYTES", "MAX_MEMBERS", "MAX_RATIO", "MAX_TOKENIZER_BYTES",
            "SUPPORTED_MODEL_TYPES", "HFFolderError", "Member", "check_config", "check_pipeline",
            "check_tokenizer_config", "check_weights", "config_parameters", "folder_members", "load_hf_folder",
-           "load_hf_folder_zip", "load_staged", "safetensors_bytes", "stage", "zip_members"]
+           "load_hf_folder_zip", "load_staged", "safetensors_bytes", "stage", "tokenizer_note", "zip_members"]

@@ -186,3 +186,27 @@ def test_links_inside_the_root_are_followed_and_links_out_are_refused(tiny, tmp_
     assert "vocab.txt" in {m.name for m in folder_members(tiny, within=tiny.parent)}
     with pytest.raises(HFFolderError, match=r"'vocab\.txt' is a link to a file outside"):
         folder_members(tiny, within=tiny)
+
+
+def test_a_tokenizer_other_than_the_bundled_one_is_named_or_refused(tiny):
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
+    from transformers import BertConfig, BertModel
+
+    from pruning_core.text.hf_folder import HFFolderError, load_hf_folder
+
+    words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "cat", "dog"]
+    tok = Tokenizer(models.WordPiece({w: i for i, w in enumerate(words)}, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tok.save(str(tiny / "tokenizer.json"))
+    (tiny / "vocab.txt").write_text("\n".join(words) + "\n")
+    with pytest.raises(HFFolderError, match=r"could not be loaded \(TypeError"):  # no normalizer: not BERT's
+        load_hf_folder(tiny)
+    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tok.save(str(tiny / "tokenizer.json"))
+    loaded = load_hf_folder(tiny)
+    assert len(loaded.notes) == 2 and "differs from the bundled MiniLM's" in loaded.notes[1]
+    assert loaded.model.tokenizer("cat dog")["input_ids"] == [5, 6]  # the folder's own tokenizer
+    BertModel(BertConfig(vocab_size=7, hidden_size=32, num_hidden_layers=1, num_attention_heads=4,
+                         intermediate_size=64)).save_pretrained(tiny, safe_serialization=True)
+    with pytest.raises(HFFolderError, match=r"vocabulary has 7 tokens, fewer than the 30,522"):
+        load_hf_folder(tiny)

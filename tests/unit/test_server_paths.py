@@ -35,6 +35,8 @@ def test_off_unless_the_variable_names_a_folder(tmp_path, monkeypatch):
         resolve_server_path("anything")
     monkeypatch.setenv(DATA_ROOT_VARIABLE, str(tmp_path / "missing"))
     assert data_root() is None
+    with pytest.raises(ServerPathError, match=r"off \(.*missing', which is not a folder\)"):
+        resolve_server_path("anything")
 
 
 def test_relative_and_absolute_paths_inside_the_root(root):
