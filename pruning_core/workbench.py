@@ -286,7 +286,7 @@ class Workbench:
         kept = kept if kept is not None else self.kept_fraction_by_tensor(plan)
         prunable_total = sum(p.numel() for p in prunable.values())
         prunable_kept = sum(kept[k] * p.numel() for k, p in prunable.items())
-        density = {k.rsplit(".", 1)[0]: v for k, v in kept.items() if k.endswith("weight")}
+        density = self._layer_density(plan, kept)
         if plan.is_structured and structured == "sliced":
             small = self.sliced_model(plan)
             ev, _ = metrics.evaluate_task(small, self.eval_x, self.eval_y, self.task, dense, self.batch_size)
@@ -315,7 +315,7 @@ class Workbench:
         fraction)."""
         kept = kept if kept is not None else self.kept_fraction_by_tensor(plan)
         total_flops, per_module = self.dense_flops
-        density = {k.rsplit(".", 1)[0]: v for k, v in kept.items() if k.endswith("weight")}
+        density = self._layer_density(plan, kept)
         if per_module:
             flops = metrics.flops_with_density(per_module, density)
         else:
@@ -324,6 +324,20 @@ class Workbench:
             flops = round(total_flops * (sum(kept[k] * p.numel() for k, p in prunable.items()) / total
                                          if total else 1.0))
         return self.dense_params - self._zeroed_parameter_entries(plan), flops
+
+    def _layer_density(self, plan: Plan, kept: dict[str, float]) -> dict[str, float]:
+        """Layer -> the fraction of its FLOPs ``plan`` keeps: its weight's kept fraction. Under a structured plan,
+        weightless layers whose work shrinks with a group (a ViT's attention matmuls with its heads) follow the
+        tensor the groups name for them (``ModelGroups.flops_follow``); zeros in an unstructured plan remove no
+        such work."""
+        density = {k.rsplit(".", 1)[0]: v for k, v in kept.items() if k.endswith("weight")}
+        if plan.is_structured:
+            try:
+                follow = getattr(self.groups, "flops_follow", None) or {}
+            except GroupError:
+                follow = {}
+            density.update({layer: kept.get(tensor, 1.0) for layer, tensor in follow.items()})
+        return density
 
     def _zeroed_parameter_entries(self, plan: Plan) -> int:
         if plan.is_structured:

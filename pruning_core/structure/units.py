@@ -251,6 +251,6 @@ def hidden_representation(unit: Unit, inputs: torch.Tensor) -> tuple[torch.Tenso
     linear inputs with leading dims become rows; a channel-major flatten stays (N, C*P) with ``positions`` P."""
     if unit.layout == "linear":
         return inputs.reshape(-1, unit.size), None
-    if unit.layout == "flatten":
-        return inputs.reshape(inputs.shape[0], -1), unit.positions
+    if unit.layout == "flatten":  # every leading dim is a row (a ViT head's consumer reads (N, tokens, H*d))
+        return inputs.reshape(-1, unit.size * unit.positions), unit.positions
     return inputs, None

@@ -198,9 +198,10 @@ def test_forward_gives_one_score_per_class(name):
 
 
 # groups the adapter finds at these resolutions; the ViT's residual stream is skipped (it is tied to the bare
-# cls_token/pos_embed parameters) and its attention is not traced into groups (see models/vit.py FusedQKV)
+# cls_token/pos_embed parameters); its groups are its own (VisionTransformer.channel_groups: heads and MLP neurons
+# per block, models/vit_groups.py)
 GROUPS = {"resnet20-cifar": (12, 0), "resnet56-cifar": (30, 0), "resnet18": (12, 0), "resnet50": (37, 0),
-          "vgg16-bn": (15, 0), "mobilenet-v2": (25, 0), "efficientnet-lite0": (24, 0), "vit-tiny": (12, 1)}
+          "vgg16-bn": (15, 0), "mobilenet-v2": (25, 0), "efficientnet-lite0": (24, 0), "vit-tiny": (24, 1)}
 
 
 def _with_batch_statistics(model: torch.nn.Module, x: torch.Tensor) -> torch.nn.Module:
@@ -241,10 +242,12 @@ def test_group_l1_at_0_3_gives_the_same_outputs_masked_and_sliced(name):
     assert kept == wb.evaluate_plan(plan, structured="masked").params < 0.85 * wb.dense_params
 
 
-def test_vit_prunes_mlp_neurons_only():
+def test_vit_prunes_heads_and_mlp_neurons():
     wb = _workbench("vit-tiny")
-    assert [g.name for g in wb.groups.groups] == [f"blocks.{i}.mlp.fc1" for i in range(12)]
-    assert all(g.size == 768 and g.consumers == [g.name.replace("fc1", "fc2")] for g in wb.groups.groups)
+    assert [g.name for g in wb.groups.groups] == [f"blocks.{i}.{part}" for i in range(12)
+                                                  for part in ("attn.heads", "mlp.fc1")]
+    assert {(g.name.split(".", 2)[2], g.size) for g in wb.groups.groups} == {("attn.heads", 3), ("mlp.fc1", 768)}
+    assert all(g.consumers == [g.name.replace("fc1", "fc2").replace("heads", "proj")] for g in wb.groups.groups)
     assert "bare nn.Parameter" in wb.groups.skipped[0][1]
 
 
