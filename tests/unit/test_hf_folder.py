@@ -177,7 +177,7 @@ def test_config_parameters_match_the_built_model():
 
 
 def test_links_inside_the_root_are_followed_and_links_out_are_refused(tiny, tmp_path):
-    from pruning_core.text.hf_folder import HFFolderError, folder_members
+    from pruning_core.text.hf_files import HFFolderError, folder_members
 
     blobs = tiny.parent / "blobs"
     blobs.mkdir()
