@@ -264,3 +264,22 @@ def test_a_pruned_vit_tiny_checkpoint_is_rebuilt_at_its_head_counts():
         torch.testing.assert_close(rebuilt(wb.eval_x), small(wb.eval_x), rtol=0, atol=0)
         with wb.applied(_plan(pruned)) as masked:
             torch.testing.assert_close(small(wb.eval_x), masked(wb.eval_x), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("key", ["ispasp", "id"])
+def test_unit_methods_prune_heads_with_the_same_outputs_masked_and_sliced(key):
+    wb = _workbench()
+    assert {u.group: (u.layout, u.positions) for u in wb.units}["blocks.0.attn.heads"] == ("flatten", D)
+    plan = make_method(key).prepare(wb).plan(0.5)
+    dense, masked, sliced, small = _outputs(wb, plan)
+    scale = float(masked.abs().max())
+    assert float((sliced - masked).abs().max()) <= 1e-5 * scale
+    assert [b.attn.num_heads for b in small.blocks] == [HEADS // 2] * DEPTH
+
+
+def test_plan_flops_shrink_the_attention_matmuls_with_the_heads():
+    wb = _workbench()
+    plan = _plan({"blocks.0.attn.heads": [1, 2, 3], "blocks.1.attn.heads": [0], "blocks.1.mlp.fc1": list(range(30))})
+    _, flops = wb.plan_cost(plan)
+    assert abs(flops - _hand_flops([1, 3], [MLP, MLP - 30])) <= 1e-6 * flops  # float32 kept fractions
+    assert wb.evaluate_plan(plan, structured="masked").flops == flops
