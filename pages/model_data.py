@@ -219,6 +219,8 @@ with groups_col:
         st.warning(f"Structured methods are unavailable for this model: {e} Unstructured methods still work.")
 
 # last, so that its (empty) element adds no gap above the page's content
-# the data uploader accepts the chosen kind's file type only; the watcher names the type it expected
-ui.watch_uploads({**ui.MODEL_DATA_UPLOADERS, "data": (ui.MODEL_DATA_UPLOADERS["data"][0],
-                                                      (f".{file_type}",) if file_type else (".npz",))})
+# the data uploader, and the model uploader for a Hugging Face folder, accept one file type only; the watcher
+# names the type it expected
+model_uploader = ui.MODEL_DATA_UPLOADERS["model"]
+ui.watch_uploads({"model": (model_uploader[0], (".zip",)) if source == HF_FOLDER else model_uploader,
+                  "data": (ui.MODEL_DATA_UPLOADERS["data"][0], (f".{file_type}",) if file_type else (".npz",))})

@@ -154,3 +154,18 @@ def test_a_hugging_face_folder_loads_by_its_server_path_and_a_link_out_is_refuse
     assert not at.exception and not at.error, _errors(at)
     s = state(at)
     assert s.model.name == str(folder) and s.workbench.task.kind == "embedding" and s.data.name == "texts.csv"
+
+
+def test_a_file_the_browser_refuses_for_the_folder_uploader_is_named_as_not_a_zip(app, state):
+    """The browser refuses a non-.zip for the Hugging Face uploader without telling the server; the page's
+    watcher reports it (fed here as explorer_ui.note_refused is by the watcher) and the page says .zip."""
+    _minilm_folder()
+    from explorer_ui import MODEL_DATA_UPLOADERS, note_refused
+
+    at = app
+    at.radio(key="_md_model_source").set_value("Hugging Face folder (.zip)").run()
+    note_refused(at.session_state, {"model": (MODEL_DATA_UPLOADERS["model"][0], (".zip",))},
+                 {"field": "model", "name": "pytorch_model.bin", "size": 1000, "reason": "type"})
+    at = _load(at.run())
+    assert any("only .zip files are accepted" in e for e in _errors(at)), _errors(at)
+    assert state(at).model.name == "digits-resnet"
