@@ -85,6 +85,10 @@ def draw(check: checks.Check, report: checks.CheckReport) -> None:
             place.plotly_chart(figure, key=f"{check.key}_{name}")
 
 
+if reason := checks.unavailable(wb):  # the claims are about accuracy against labels: say so once, not six times
+    st.info(reason)
+    st.stop()
+
 tabs = st.tabs([check.title for check in checks.CHECKS.values()])
 for tab, (key, check) in zip(tabs, checks.CHECKS.items(), strict=True):
     with tab:

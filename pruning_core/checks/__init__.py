@@ -30,8 +30,22 @@ from ..experiments import Progress, ShouldStop
 from . import id, iobs, ispasp, limit, sap, seqattn
 from .base import Check, CheckReport, CheckResult, format_table, summary, verdict
 
+
+class NeedsLabels(ValueError):
+    """A paper check asked for on data without labels (or on an embedding model)."""
+
 _FILES = (sap, id, ispasp, seqattn, limit, iobs)
 CHECKS: dict[str, Check] = {f.CHECK.key: f.CHECK for f in _FILES}
+
+
+def unavailable(wb) -> str | None:
+    """Why the paper checks cannot run on ``wb`` (data without labels, an embedding model), or None."""
+    task = getattr(wb, "task", None)
+    if task is None or task.labelled:
+        return None
+    return (f"The paper checks judge the papers' claims by accuracy and loss against labels, and this is "
+            f"{task.description.split(':')[0]}. Load labelled data to run them; the Sweep compares methods by "
+            f"{task.metric(task.primary).label} without labels.")
 
 
 def run_check(key: str, wb, quick: bool = False, progress: Progress = None, should_stop: ShouldStop = None,
@@ -41,6 +55,9 @@ def run_check(key: str, wb, quick: bool = False, progress: Progress = None, shou
     that have one, the others run as usual."""
     if key not in CHECKS:
         raise KeyError(f"unknown paper check {key!r}; available: {', '.join(CHECKS)}")
+    reason = unavailable(wb)
+    if reason:
+        raise NeedsLabels(reason)
     start = time.perf_counter()
     extra = {"long": True} if long and CHECKS[key].long else {}
     report = CHECKS[key].run(wb, quick=quick, progress=progress, should_stop=should_stop, **extra)
@@ -50,5 +67,5 @@ def run_check(key: str, wb, quick: bool = False, progress: Progress = None, shou
     return report
 
 
-__all__ = ["CHECKS", "Check", "CheckReport", "CheckResult", "Progress", "ShouldStop", "format_table", "run_check",
-           "summary", "verdict"]
+__all__ = ["CHECKS", "Check", "CheckReport", "CheckResult", "NeedsLabels", "Progress", "ShouldStop", "format_table",
+           "run_check", "summary", "unavailable", "verdict"]
