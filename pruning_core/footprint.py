@@ -36,9 +36,9 @@ def _channel_note(member, size: int) -> tuple[float | int, str]:
     counts = torch.bincount(member.root_idx, minlength=size)
     low, high = int(counts.min()), int(counts.max())
     per = low if low == high else float(counts.float().mean())
-    if high > 1:
-        note = (f"through flatten: {low} inputs per channel" if low == high
-                else f"through flatten: {low}-{high} inputs per channel")
+    if high > 1:  # a producer's rows per channel (an attention head's q, k and v rows) or a consumer's inputs
+        what = "rows per channel" if member.dim == 0 else "inputs per channel (a flatten's positions or a head's width)"
+        note = f"{low} {what}" if low == high else f"{low}-{high} {what}"
     elif not torch.equal(member.target_idx, member.root_idx):
         offsets = torch.unique(member.target_idx - member.root_idx)
         note = (f"concatenated: channel k is input k{int(offsets[0]):+d}" if len(offsets) == 1
@@ -127,11 +127,13 @@ def group_costs(wb: Workbench) -> pd.DataFrame:
         uniform = all(bool((c := torch.bincount(m.root_idx, minlength=g.size)).min() == c.max())
                       for m in g.members)
         dp, df = wb.dense_params - params, total_flops - flops
+        # a traced group is named for its root producer; a group a model supplies (heads) has a name of its own
+        layers = [g.name, *[p for p in g.producers if p != g.name]] if g.name in g.producers else list(g.producers)
         rows.append({"group": g.name, "channels": g.size, "producers": len(g.producers),
                      "consumers": len(g.consumers), "residual": len(g.producers) > 1, "params_per_channel": dp,
                      "flops_per_channel": df, "params_share": dp / wb.dense_params,
                      "flops_share": df / total_flops if total_flops else math.nan, "uniform": uniform,
-                     "layers": ", ".join([g.name] + [p for p in g.producers if p != g.name])})
+                     "layers": ", ".join(layers)})
     return pd.DataFrame(rows, columns=COST_COLUMNS)
 
 
