@@ -19,8 +19,9 @@ The checks, in order:
    most its declared size;
 3. contents, on the staged copy: every JSON file parses to the expected type; ``config.json`` names a supported
    ``model_type``, no ``auto_map`` or ``quantization_config``, and sizes whose parameters fit the file limit;
-   the tokenizer config names no file paths, no custom class; every safetensors header (at most
-   ``MAX_HEADER_BYTES``) declares tensors of known types whose offsets lie inside the file;
+   the tokenizer config asks for no custom code or class (file paths in it are dropped from the copy); every
+   safetensors header (at most ``MAX_HEADER_BYTES``) declares tensors of known types whose offsets lie inside
+   the file;
 4. loading, offline, by ``load_sentence_encoder`` (weights from safetensors only, every weight the model has
    present in the files, values finite); the temporary folder is removed afterwards.
 
@@ -113,19 +114,22 @@ def check_config(folder: Path, where: str) -> dict:
 
 
 def check_tokenizer_config(folder: Path, where: str) -> None:
-    """tokenizer_config.json names no files (a ``vocab_file`` there would be read from anywhere) and no custom
-    code or tokenizer class."""
+    """tokenizer_config.json asks for no custom code or tokenizer class; file names in it (``vocab_file``,
+    ``special_tokens_map_file``: transformers would read them from wherever they point, and sentence-transformers
+    often saved its own cache paths there) are removed from the staged copy, so the folder's own files are read."""
     if not (folder / "tokenizer_config.json").is_file():
         return
     cfg = _json(folder, "tokenizer_config.json", where)
-    for key in cfg:
-        if key == "auto_map" or key.endswith(("_file", "_files")):
-            raise HFFolderError(f"{where}: tokenizer_config.json sets {key[:60]!r}; file names and custom code in "
-                                "a tokenizer config are refused (the tokenizer files are read from the folder).")
+    if "auto_map" in cfg:
+        raise HFFolderError(f"{where}: tokenizer_config.json sets 'auto_map'; code from model folders is never run "
+                            "(trust_remote_code is refused).")
     cls = cfg.get("tokenizer_class")
     if cls is not None and cls not in ("BertTokenizer", "BertTokenizerFast"):
         raise HFFolderError(f"{where}: tokenizer_config.json asks for tokenizer class {str(cls)[:60]!r}; BERT "
                             "encoders use BertTokenizer.")
+    kept = {k: v for k, v in cfg.items() if not k.endswith(("_file", "_files"))}
+    if kept != cfg:
+        (folder / "tokenizer_config.json").write_text(json.dumps(kept), encoding="utf-8")
 
 
 def safetensors_bytes(path: Path, where: str) -> int:

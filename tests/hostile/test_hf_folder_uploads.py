@@ -139,8 +139,8 @@ def build_cases(folder: Path) -> list[HFCase]:
         "AutoModel": "modeling_evil.EvilModel"}}).encode()}), r"config\.json asks for auto_map; .*trust_remote_code")
     add("zip-remote-tokenizer", variant(**{"tokenizer_config.json": json.dumps({"auto_map": {
         "AutoTokenizer": ["evil.Tok", None]}}).encode()}), r"tokenizer_config\.json sets 'auto_map'")
-    add("zip-tokenizer-reads-etc-passwd", variant(**{"tokenizer_config.json": json.dumps(
-        {"vocab_file": "/etc/passwd"}).encode()}), r"tokenizer_config\.json sets 'vocab_file'")
+    add("zip-tokenizer-names-etc-passwd", variant(**{"tokenizer_config.json": json.dumps(  # dropped, then loads
+        {"vocab_file": "/etc/passwd", "tokenizer_file": "/etc/passwd"}).encode()}), "", max_peak_mb=400)
     add("zip-gpt2", variant(**{"config.json": json.dumps({**config, "model_type": "gpt2"}).encode()}),
         r"model_type is 'gpt2'; only BERT-style encoders")
     for i, bad in enumerate(["../config.json", "/etc/config.json", "tiny\\..\\config.json", "C:/config.json",

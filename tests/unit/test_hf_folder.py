@@ -130,7 +130,7 @@ def _drop_tensor(folder, name: str) -> None:
 
 @pytest.mark.parametrize("case, match", [
     ("missing-weight", r"do not fit its config\.json: 1 missing .*encoder\.layer\.1\.output\.dense\.weight"),
-    ("vocab-file", r"tokenizer_config\.json sets 'vocab_file'"),
+    ("remote-tokenizer", r"tokenizer_config\.json sets 'auto_map'"),
     ("dense-module", r"modules\.json asks for 'sentence_transformers\.models\.Dense'"),
     ("cls-pooling", r"only mean pooling is implemented"),
     ("roberta", r"model_type is 'roberta'; only BERT-style encoders"),
@@ -144,9 +144,9 @@ def test_folders_that_would_load_wrongly_are_refused_with_the_reason(tiny, case,
     config = json.loads((tiny / "config.json").read_text())
     if case == "missing-weight":
         _drop_tensor(tiny, "encoder.layer.1.output.dense.weight")
-    elif case == "vocab-file":
+    elif case == "remote-tokenizer":
         cfg = json.loads((tiny / "tokenizer_config.json").read_text())
-        (tiny / "tokenizer_config.json").write_text(json.dumps({**cfg, "vocab_file": "/etc/passwd"}))
+        (tiny / "tokenizer_config.json").write_text(json.dumps({**cfg, "auto_map": {"AutoTokenizer": ["x.T", None]}}))
     elif case == "dense-module":
         modules = json.loads((tiny / "modules.json").read_text())
         modules.insert(2, {"idx": 2, "name": "2", "path": "", "type": "sentence_transformers.models.Dense"})
@@ -210,3 +210,20 @@ def test_a_tokenizer_other_than_the_bundled_one_is_named_or_refused(tiny):
                          intermediate_size=64)).save_pretrained(tiny, safe_serialization=True)
     with pytest.raises(HFFolderError, match=r"vocabulary has 7 tokens, fewer than the 30,522"):
         load_hf_folder(tiny)
+
+
+def test_file_names_in_the_tokenizer_config_are_ignored(tiny, tmp_path):
+    """A vocab_file pointing elsewhere is dropped from the staged copy: the tokenizer is built from the folder's own
+    files (what transformers records as the vocabulary it was given), and the person's folder is left as it was."""
+    from pruning_core.text.hf_folder import load_hf_folder
+
+    elsewhere = tmp_path / "vocab-elsewhere.txt"
+    elsewhere.write_text("[UNK]\n")
+    cfg = json.loads((tiny / "tokenizer_config.json").read_text())
+    (tiny / "tokenizer_config.json").write_text(json.dumps({**cfg, "vocab_file": str(elsewhere),
+                                                            "special_tokens_map_file": "/root/.cache/x.json"}))
+    tokenizer = load_hf_folder(tiny).model.tokenizer
+    assert tokenizer.init_kwargs.get("vocab_file") != str(elsewhere)
+    assert "special_tokens_map_file" not in tokenizer.init_kwargs
+    assert len(tokenizer.get_vocab()) == 30522 and tokenizer("cat")["input_ids"] == [101, 4937, 102]
+    assert json.loads((tiny / "tokenizer_config.json").read_text())["vocab_file"] == str(elsewhere)
