@@ -13,7 +13,7 @@ import time
 import streamlit as st
 from streamlit.runtime.scriptrunner_utils.exceptions import ScriptControlException
 
-from pruning_core import checks
+from pruning_core import checks, metrics
 from pruning_core.sweep import sweep, sweep_meta
 
 from .plans import method_label
@@ -32,15 +32,27 @@ def run_sweep_live(methods: list[str], ratios: list[float], structured: str) -> 
     with st.status(f"Sweeping {len(methods)} method(s) x {len(ratios)} ratio(s)…", expanded=True) as status:
         bar = st.progress(0.0, text="Preparing…")
 
-        def on_prepare(key: str) -> None:
-            bar.progress(len(record.points) / record.planned, text=f"Preparing {method_label(key)}…")
+        last = ["Preparing…"]
 
-        for point in sweep(wb, [s.method(m) for m in methods], ratios, structured, on_prepare=on_prepare):
-            record.points.append(point)
-            done = len(record.points)
-            primary = record.meta["primary"]
-            bar.progress(done / record.planned, text=f"{done}/{record.planned}: {point.row['label']} at "
-                         f"ratio {point.row['ratio']:g} -> {primary} {point.row[primary]:.1%}")
+        def on_prepare(key: str) -> None:
+            last[0] = f"Preparing {method_label(key)}…"
+            bar.progress(len(record.points) / record.planned, text=last[0])
+
+        def within_pass(samples: int, total: int) -> None:
+            # a large model's pass is many batches: the bar moves inside it, and a click lands between two batches
+            # (the workbench restores its model on the way out) instead of after the whole point
+            if samples < total:
+                bar.progress((len(record.points) + samples / total) / record.planned,
+                             text=f"{last[0]} ({samples}/{total} samples of the next point)")
+
+        with metrics.between_batches(within_pass):
+            for point in sweep(wb, [s.method(m) for m in methods], ratios, structured, on_prepare=on_prepare):
+                record.points.append(point)
+                done = len(record.points)
+                primary = record.meta["primary"]
+                last[0] = (f"{done}/{record.planned}: {point.row['label']} at ratio {point.row['ratio']:g} -> "
+                           f"{primary} {point.row[primary]:.1%}")
+                bar.progress(done / record.planned, text=last[0])
         record.finished = True
         status.update(label=f"Sweep finished: {len(record.points)} points in "
                       f"{time.perf_counter() - start:.1f} s", state="complete", expanded=False)

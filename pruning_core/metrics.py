@@ -7,8 +7,11 @@ additions), which is the usual convention of pruning papers.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import time
 from dataclasses import asdict, dataclass, field
+from typing import Callable, Iterator
 
 import torch
 from torch import nn
@@ -28,6 +31,22 @@ class EvalMetrics:
         return asdict(self)
 
 
+_BETWEEN_BATCHES: contextvars.ContextVar[Callable[[int, int], None] | None] = contextvars.ContextVar(
+    "between_batches", default=None)
+
+
+@contextlib.contextmanager
+def between_batches(callback: Callable[[int, int], None]) -> Iterator[None]:
+    """Within the block (in this thread), ``predict`` calls ``callback(samples_done, samples_total)`` after each
+    batch: a progress bar that moves inside one evaluation pass, and a place where a caller can stop a long pass
+    by raising (the workbench restores its model on the way out, as after any error)."""
+    token = _BETWEEN_BATCHES.set(callback)
+    try:
+        yield
+    finally:
+        _BETWEEN_BATCHES.reset(token)
+
+
 def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
     """Logits (N, classes) on x's device, in inference mode, in batches.
 
@@ -44,6 +63,8 @@ def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 1024) -> torch.
             out[start:start + len(chunk)] = logits
             start += len(chunk)
             del logits
+            if (callback := _BETWEEN_BATCHES.get()) is not None:
+                callback(start, len(x))
         return out
 
 

@@ -46,6 +46,21 @@ class PlanMetrics:
     scores: dict = field(default_factory=dict)  # the task's own metrics beyond accuracy, loss and agreement
 
 
+MAX_BATCH = 1024
+ACTIVATION_BUDGET = 256 * 2**20  # bytes of the largest layer output in one evaluation batch
+
+
+def auto_batch_size(activation_bytes: int | None) -> int:
+    """The evaluation batch: as many samples as keep the largest layer output of one batch under 256 MB (a power
+    of two, 8 to 1024; 1024 when it is unknown). 8x8 digits get 1024; a 224x224 EfficientNet (4.8 MB for its widest
+    layer) 32, so one pass over a few hundred photos is several batches, each a place where a progress bar moves
+    and a stop can land, and the peak stays far below the memory of a whole-split batch."""
+    if not activation_bytes:
+        return MAX_BATCH
+    fits = max(1, ACTIVATION_BUDGET // activation_bytes)
+    return int(min(MAX_BATCH, max(8, 2 ** int(np.log2(fits)))))
+
+
 class Workbench:
     """``Workbench(model, data, device=None, task=None)``: ``model`` is deep-copied once onto ``device`` (CUDA when
     available) and put in eval mode; ``data`` provides the calibration and evaluation splits; ``task`` (a kind of
@@ -53,11 +68,11 @@ class Workbench:
     labels, unlabelled classification, or the embedding task a model declares)."""
 
     def __init__(self, model: nn.Module, data: DataSplits, device: str | torch.device | None = None,
-                 name: str = "model", batch_size: int = 1024, task: str | None = None):
+                 name: str = "model", batch_size: int | None = None, task: str | None = None):
         self.name = name
         self.data = data
         self.device = torch.device(device) if device is not None else default_device()
-        self.batch_size = batch_size
+        self.batch_size = batch_size or MAX_BATCH  # None: sized after the first forward pass (_check_fit)
         self.model = copy.deepcopy(model).to(self.device).eval()
         for p in self.model.parameters():
             if p.is_leaf:  # deep copies of TorchScript modules hold non-leaf parameters
@@ -68,7 +83,9 @@ class Workbench:
         self.calib_y = data.calib.y.to(self.device)
         self.example_input = self.eval_x[:1]
         self.task = infer_task(self.model, self.eval_y, task)
-        self._check_fit()
+        activation_bytes = self._check_fit()
+        if batch_size is None:
+            self.batch_size = auto_batch_size(activation_bytes)
         self.calib_targets = "labels"
         if self.task.kind == "unlabelled":
             # criteria that follow a loss (Taylor, captum's attributions) need a class per calibration sample:
@@ -86,24 +103,40 @@ class Workbench:
         self.eval_passes = 0  # full passes over the evaluation split, for benchmarks and tests
 
     # ----- set-up checks -------------------------------------------------------------------------------------
-    def _check_fit(self) -> None:
+    def _check_fit(self) -> int | None:
+        """Run two evaluation samples through the model; a mismatch raises ``DataError`` in the user's terms.
+        Returns the largest output of one leaf layer, in bytes per sample (None where hooks cannot be set)."""
+        largest = [0]
+
+        def measure(module, inputs, output) -> None:
+            if isinstance(output, torch.Tensor) and output.ndim:
+                largest[0] = max(largest[0], output.numel() * output.element_size() // max(len(output), 1))
+
+        leaves = [m for m in self.model.modules() if not list(m.children())]
+        try:
+            hooks = [m.register_forward_hook(measure) for m in leaves]
+        except Exception:  # TorchScript and exported programs take no Python hooks
+            hooks = None
         try:
             with torch.inference_mode():
                 out = self.model(self.eval_x[:2])
         except Exception as e:  # any shape or dtype mismatch surfaces here, in the user's terms
             raise DataError(f"The data does not fit the model: samples of shape {tuple(self.eval_x.shape[1:])} "
                             f"raised {type(e).__name__}: {str(e).splitlines()[0][:300]}") from e
+        finally:
+            for h in hooks or ():
+                h.remove()
         if not isinstance(out, torch.Tensor) or out.ndim != 2:
             what = "embeddings of shape (batch, dimensions)" if self.task.kind == "embedding" else \
                 "class scores of shape (batch, classes)"
             raise DataError(f"The model must return {what}; it returned "
                             f"{type(out).__name__}{tuple(out.shape) if isinstance(out, torch.Tensor) else ''}.")
-        if not self.task.labelled:
-            return
-        n_classes = max(int(self.eval_y.max()), int(self.calib_y.max())) + 1
-        if out.shape[1] < n_classes:
-            raise DataError(f"The data has labels up to {n_classes - 1} but the model outputs only "
-                            f"{out.shape[1]} classes.")
+        if self.task.labelled:
+            n_classes = max(int(self.eval_y.max()), int(self.calib_y.max())) + 1
+            if out.shape[1] < n_classes:
+                raise DataError(f"The data has labels up to {n_classes - 1} but the model outputs only "
+                                f"{out.shape[1]} classes.")
+        return largest[0] if hooks is not None and largest[0] else None
 
     def _tensors(self) -> dict[str, torch.Tensor]:
         out = dict(self.model.named_parameters())
