@@ -14,9 +14,13 @@ st.title("Export")
 state = ui.state()
 wb = state.workbench
 method, ratio = ui.plan_picker()
-extra = [f for f in FORMATS if f != "state_dict"]
+encoder = hasattr(wb.model, "bert") and hasattr(wb.model, "tokenizer")  # a Hugging Face sentence encoder
+extra = [f for f in FORMATS if f != "state_dict" and (f != "hf-folder" or encoder)]
 formats = st.multiselect("Formats besides the safetensors weights and plan.json (always included)", extra,
-                         **ui.keep("export_formats", ["torch.export", "torchscript"], options=extra))
+                         **ui.keep("export_formats", ["hf-folder"] if encoder else ["torch.export", "torchscript"],
+                                 options=extra),
+                         help="hf-folder: a Hugging Face / sentence-transformers folder (config with the pruned "
+                              "heads, safetensors weights, tokenizer) under hf_model/, reloaded to verify it")
 if ratio == 0:
     st.info("Ratio 0 removes nothing: the bundle holds the dense model, useful as a baseline to compare with.")
 elif ui.REGISTRY[method].granularity == "structured":

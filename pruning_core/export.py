@@ -52,9 +52,12 @@ from .plan import Plan, PlanError
 from .sparse_format import load_sparse_state_dict, save_sparse_state_dict
 from .workbench import Workbench
 
-FORMATS = ("state_dict", "torch.export", "torchscript", "onnx")
+FORMATS = ("state_dict", "torch.export", "torchscript", "onnx", "hf-folder")
 FILE_NAMES = {"state_dict": "model_state_dict.safetensors", "sparse": "model_sparse.safetensors",
-              "torch.export": "model.pt2", "torchscript": "model.torchscript.pt", "onnx": "model.onnx"}
+              "torch.export": "model.pt2", "torchscript": "model.torchscript.pt", "onnx": "model.onnx",
+              "hf-folder": "hf_model/"}
+# what a sentence-transformers folder adds to a Hugging Face one, copied from the loaded model's folder
+ST_FILES = ("modules.json", "sentence_bert_config.json", "config_sentence_transformers.json", "1_Pooling/config.json")
 LATENCY_BATCH = 64  # the second batch size latency is measured at (besides 1)
 
 
@@ -131,6 +134,9 @@ def export_plan(wb: Workbench, plan: Plan, formats=("state_dict", "torch.export"
         writers["sparse"] = lambda: save_sparse_state_dict(state_dict, {k: m.cpu() for k, m in plan.masks.items()})
     for fmt in wanted:
         name = FILE_NAMES[fmt]
+        if fmt == "hf-folder":
+            outcome[fmt] = _hf_folder(model, x_cpu, expected, atol, files)
+            continue
         try:
             data = writers[fmt]()
             check = check_onnx(data, x_cpu, expected) if fmt == "onnx" else None
@@ -214,6 +220,47 @@ def _round_trip(fmt: str, data: bytes, state_dict: dict, architecture: str | Non
     if not diff <= atol or not torch.equal(out.argmax(1), expected.argmax(1)):
         raise ExportError(f"the reloaded file's outputs differ from the exported model's by up to {diff:.3g}")
     return diff
+
+
+def _hf_folder(model: nn.Module, x: torch.Tensor, expected: torch.Tensor, atol: float,
+               files: dict[str, bytes]) -> dict:
+    """A sentence encoder (``text.SentenceEncoder``) as a Hugging Face folder under ``hf_model/``: its config
+    (with the pruned heads, ``config.pruned_heads``, so ``from_pretrained`` rebuilds the same shapes) and weights
+    written by ``save_pretrained`` as safetensors, its tokenizer, and the sentence-transformers files of the folder
+    it was loaded from. Verified by loading the folder back offline with ``text.load_sentence_encoder`` (the
+    loader of uploads) and comparing the embeddings. Adds the files to ``files``; returns the format's outcome."""
+    import tempfile
+    from pathlib import Path
+
+    name = FILE_NAMES["hf-folder"]
+    bert, tokenizer = getattr(model, "bert", None), getattr(model, "tokenizer", None)
+    if bert is None or tokenizer is None or not hasattr(bert, "save_pretrained"):
+        return {"file": name, "status": "failed",
+                "error": "only a Hugging Face sentence encoder (the MiniLM or an uploaded folder) has this format"}
+    try:
+        from .text import load_sentence_encoder
+
+        with tempfile.TemporaryDirectory() as tmp:
+            out = Path(tmp)
+            bert.save_pretrained(out, safe_serialization=True)
+            tokenizer.save_pretrained(out)
+            source = Path(getattr(model, "folder", "") or tmp)
+            for rel in ST_FILES:
+                if (source / rel).is_file() and not (out / rel).exists():
+                    (out / rel).parent.mkdir(parents=True, exist_ok=True)
+                    (out / rel).write_bytes((source / rel).read_bytes())
+            written = {f"{name}{p.relative_to(out).as_posix()}": p.read_bytes()
+                       for p in sorted(out.rglob("*")) if p.is_file()}
+            back = load_sentence_encoder(out)
+            got = metrics.predict(back, x)
+        diff = float((got - expected).abs().max())
+        if not diff <= atol:
+            raise ExportError(f"the reloaded folder's embeddings differ from the exported model's by up to {diff:.3g}")
+    except Exception as e:  # one format failing must not cost the person the others
+        return {"file": name, "status": "failed", "error": f"{type(e).__name__}: {_first_line(e)}"}
+    files.update(written)
+    return {"file": name, "status": "ok", "bytes": sum(len(b) for b in written.values()),
+            "round_trip_max_abs_difference": diff, "files": sorted(written)}
 
 
 # ----- writers ---------------------------------------------------------------------------------------------------
