@@ -237,6 +237,12 @@ def _hf_folder(model: nn.Module, x: torch.Tensor, expected: torch.Tensor, atol: 
     if bert is None or tokenizer is None or not hasattr(bert, "save_pretrained"):
         return {"file": name, "status": "failed",
                 "error": "only a Hugging Face sentence encoder (the MiniLM or an uploaded folder) has this format"}
+    widths = getattr(bert.config, "intermediate_sizes", None)
+    if widths and len(set(widths)) > 1:
+        return {"file": name, "status": "failed",
+                "error": f"the FFN widths differ by layer ({', '.join(map(str, widths))}); a BERT config holds one "
+                         "width, so transformers could not rebuild this model: export a plan that removes the same "
+                         "fraction in every layer, or use the state_dict"}
     try:
         from .text import load_sentence_encoder
 

@@ -60,3 +60,14 @@ def test_a_model_that_is_not_an_encoder_says_so(wb):
     outcome = bundle.report["formats"]["hf-folder"]
     assert outcome["status"] == "failed" and "sentence encoder" in outcome["error"]
     assert "model_state_dict.safetensors" in bundle.files
+
+
+def test_ffn_widths_that_differ_by_layer_are_refused_with_the_reason(wb):
+    from pruning_core.plan import Plan
+
+    ffn = [g for g in wb.groups.groups if g.name.endswith(".ffn")]
+    plan = Plan("by-hand", 0.1, "structured", pruned_channels={ffn[0].name: torch.arange(100)})
+    bundle = export_plan(wb, plan, formats=("hf-folder",), latency_repeats=2, latency_warmup=1)
+    outcome = bundle.report["formats"]["hf-folder"]
+    assert outcome["status"] == "failed" and "1436, 1536" in outcome["error"]
+    assert not any(n.startswith("hf_model/") for n in bundle.files)
