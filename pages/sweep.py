@@ -122,10 +122,11 @@ results()
 
 @st.fragment
 def recovery() -> None:
-    """Pruned and pruned + fine-tuned accuracy at chosen ratios (masks held fixed; the dense model and the sweep
-    are untouched)."""
+    """The task's headline (accuracy with labels, agreement without, cosine for embeddings) pruned and pruned +
+    fine-tuned at chosen ratios (masks held fixed; the dense model and the sweep are untouched)."""
     from explorer_ui import insight
     from pruning_core.charts.recovery import recovery_curves
+    from pruning_core.recovery import recipe_for, training_objective
 
     st.subheader("Recovery by fine-tuning")
     record = state.sweep
@@ -135,9 +136,10 @@ def recovery() -> None:
     tune_methods = left.multiselect("Methods to fine-tune", options, format_func=ui.method_label, **ui.keep(
         "recovery_methods", [m for m in ("group-l1",) if m in options] or options[:1], options=options))
     listed = mid.text_input("At ratios", **ui.keep("recovery_ratios", "0.3, 0.5, 0.7"))
-    epochs = int(right.number_input("Epochs", 1, 50, step=1, **ui.keep("recovery_epochs", 10)))
-    st.caption("Each pruned model is fine-tuned on the training split with its pruned weights held at zero, then "
-               "evaluated like the sweep. The dense model and the sweep's points are never changed.")
+    epochs = int(right.number_input("Epochs", 1, 50, step=1, **ui.keep("recovery_epochs", recipe_for(wb)["epochs"])))
+    st.caption(f"Each pruned model is fine-tuned on the training split (loss: {training_objective(wb)}) with its "
+               "pruned weights held at zero, then evaluated like the sweep. The dense model and the sweep's points "
+               "are never changed.")
     if st.button("Fine-tune", disabled=not tune_methods):
         try:
             insight.run_recovery_live(tune_methods, ui.parse_ratios(listed), epochs, structured)
@@ -145,14 +147,20 @@ def recovery() -> None:
             ui.show_error(e, "Fine-tuning did not run")
     rec = state.recoveries.get(state.key)
     if rec is not None and rec.rows:
-        frame = rec.frame()
-        dense = wb.dense_metrics().accuracy
-        st.plotly_chart(recovery_curves(frame, dense), key="recovery_curves")
-        shown = frame[["label", "ratio", "stage", "accuracy", "loss", "params_fraction", "flops_fraction",
-                       "steps"]].rename(columns={"label": "method", "params_fraction": "params kept",
-                                                 "flops_fraction": "FLOPs kept", "steps": "training steps"})
-        st.dataframe(shown, hide_index=True, width="stretch", column_config={
-            c: st.column_config.NumberColumn(format="percent") for c in ("accuracy", "params kept", "FLOPs kept")})
+        task, frame = wb.task, rec.frame()
+        headline = task.metric(task.primary)
+        dense = wb.dense_metrics()
+        dense_value = {"accuracy": dense.accuracy, "agreement": dense.agreement, **dense.scores}[task.primary]
+        st.plotly_chart(recovery_curves(frame, dense_value, metric=task.primary, metric_label=headline.label,
+                                        percent=headline.percent), key="recovery_curves")
+        shown = [m.key for m in task.metrics if m.key in frame]
+        table = frame[["label", "ratio", "stage", *shown, "params_fraction", "flops_fraction", "steps"]].rename(
+            columns={"label": "method", "params_fraction": "params kept", "flops_fraction": "FLOPs kept",
+                     "steps": "training steps"})
+        percent = [m.key for m in task.metrics if m.percent and m.key in shown] + ["params kept", "FLOPs kept"]
+        st.dataframe(table, hide_index=True, width="stretch", column_config={
+            c: st.column_config.NumberColumn(format="percent") for c in percent} | {
+            m.key: st.column_config.NumberColumn(format="%.4f") for m in task.metrics if not m.percent})
 
 
 recovery()
