@@ -90,7 +90,7 @@ class Workbench:
         if self.task.kind == "unlabelled":
             # criteria that follow a loss (Taylor, captum's attributions) need a class per calibration sample:
             # without labels, the dense model's own top-1 is the target (what pruning should preserve)
-            self.calib_y = metrics.predict(self.model, self.calib_x, batch_size).argmax(1)
+            self.calib_y = metrics.predict(self.model, self.calib_x, self.batch_size).argmax(1)
             self.calib_targets = "the dense model's top-1 classes (the data has no labels)"
         self._dense = {k: v.detach().clone() for k, v in self._tensors().items()}
         self._touched: set[str] = set()
