@@ -185,3 +185,39 @@ def test_help_names_the_datasets_and_the_sentence_encoder(capsys):
     assert e.value.code == 0
     text = " ".join(capsys.readouterr().out.split())
     assert "--dataset {digits,photos,sentences}" in text and "minilm" in text and "--eval-samples N" in text
+
+
+def test_efficientnet_export_on_photos_reports_the_task_and_reloads(tmp_path, capsys, monkeypatch):
+    """The bundle's report carries top-1 agreement, top-5 overlap and KL; its weights, rebuilt at their pruned
+    widths, give those figures again when computed here by hand."""
+    _needs_efficientnet()
+    # latency is timed at batch 1 and LATENCY_BATCH (64): 64 crops of 224 x 224 cost a minute of CPU per export
+    monkeypatch.setattr("pruning_core.export.LATENCY_BATCH", 2)
+    import zipfile
+
+    from safetensors.torch import load as load_safetensors
+
+    from pruning_core.loading import build_pruned_architecture
+
+    bundle = tmp_path / "bundle.zip"
+    assert main(["export", "--model", EFFICIENTNET, "--method", "group-l1", "--ratio", "0.3", "--formats",
+                 "state_dict", "--latency-repeats", "1", "--eval-samples", "4", "--calib-samples", "4", "--device",
+                 "cpu", "--out", str(bundle)]) == 0
+    with zipfile.ZipFile(bundle) as zf:
+        report = json.loads(zf.read("report.json"))
+        weights = load_safetensors(zf.read("model_state_dict.safetensors"))
+    assert (report["task"], report["primary"]) == ("unlabelled", "agreement")
+    assert "top-5 overlap with the dense model" in capsys.readouterr().out
+
+    loaded = load_model_by_name(EFFICIENTNET)
+    x = bundled_dataset("photos", loaded, 4, 4).eval.x
+    small = build_pruned_architecture("efficientnet-lite0", weights).eval()
+    with torch.inference_mode():
+        p, q = loaded.model(x).log_softmax(1).double(), small(x).log_softmax(1).double()
+    kl = (p.exp() * (p - q)).sum(1).mean().item()
+    top5 = np.mean([len(set(a) & set(b)) / 5 for a, b in zip(p.topk(5).indices.tolist(), q.topk(5).indices.tolist(),
+                                                              strict=True)])
+    after = report["after"]
+    assert after["kl"] == pytest.approx(kl, rel=1e-3, abs=1e-4) and after["top5_overlap"] == pytest.approx(top5)
+    assert after["agreement"] == pytest.approx((p.argmax(1) == q.argmax(1)).double().mean().item())
+    assert report["before"]["kl"] == 0.0 and after["params"] < report["before"]["params"]
