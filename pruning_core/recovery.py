@@ -97,14 +97,15 @@ def token_batch(x: torch.Tensor) -> torch.Tensor:
 
 def dense_embeddings(wb: Workbench, x: torch.Tensor) -> torch.Tensor:
     """The dense model's embeddings (N, D) of ``x``, float32 on ``x``'s device: one pass in batches of
-    ``wb.batch_size`` under ``torch.inference_mode`` (each token batch cut by ``token_batch``), returned as an
-    ordinary tensor (a clone made outside inference mode) so that a loss may save it for the backward pass."""
+    ``wb.batch_size`` under ``torch.inference_mode`` (each token batch cut by ``token_batch``), concatenated
+    outside it into an ordinary tensor, which a loss may save for the backward pass (an inference tensor could
+    not be)."""
     wb.restore()
     parts = []
     with torch.inference_mode():
         for chunk in x.split(wb.batch_size):
             parts.append(wb.model(token_batch(chunk.to(wb.device))).float().to(x.device))
-    return torch.cat(parts).clone() if parts else torch.empty((0, 0))
+    return torch.cat(parts) if parts else torch.empty((0, 0))
 
 
 def training_split(wb: Workbench) -> Split:
