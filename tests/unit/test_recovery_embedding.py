@@ -132,6 +132,18 @@ def test_finetuning_a_structured_plan_distils_the_dense_embeddings(tiny):
     assert sum(p.numel() for p in small.parameters()) < sum(p.numel() for p in model.parameters())
 
 
+def test_a_finetuned_encoder_exports_with_its_cosine(tiny):
+    from pruning_core.export import export_plan
+
+    _, wb = tiny
+    tuned = finetune_plan(wb, make_method("group-l1").prepare(wb).plan(0.5), epochs=1, batch_size=32)
+    bundle = export_plan(wb, tuned, formats=("state_dict",), latency_repeats=1)
+    after = bundle.report["after"]
+    assert bundle.report["task"] == "embedding" and bundle.report["formats"]["state_dict"]["status"] == "ok"
+    assert after["cosine"] == pytest.approx(wb.evaluate_plan(tuned).scores["cosine"], abs=1e-6)
+    assert after["params"] == wb.evaluate_plan(tuned).params < wb.dense_params
+
+
 def test_unstructured_finetune_keeps_masked_weights_zero_and_the_recipe_defaults(tiny):
     _, wb = tiny
     plan = make_method("magnitude-global").prepare(wb).plan(0.6)
