@@ -50,21 +50,19 @@ def _outputs(model, x):
 parametrize = pytest.mark.parametrize("case", CASES, indirect=True, ids=[f"{k}@{m}" for k, m in CASES])
 
 
-@parametrize
-def test_ratio_zero_leaves_outputs_unchanged(case):
-    spec, wb, method = case
+# The property checks, shared with tests/unit/test_conformance_real.py (the real architectures at small sizes).
+# ``plan_at(ratio)`` is the prepared method's ``plan`` (the real suite memoises it per ratio).
+def check_ratio_zero_identity(spec, wb, plan_at) -> None:
     _exempt(spec, "ratio-zero-identity")
     x = wb.eval_x[:64]
     dense = _outputs(wb.model, x)
-    with wb.applied(method.plan(0.0)) as model:
+    with wb.applied(plan_at(0.0)) as model:
         torch.testing.assert_close(_outputs(model, x), dense, rtol=0, atol=1e-6)
 
 
-@parametrize
-def test_kept_fraction_is_within_one_unit_of_the_ratio(case):
-    spec, wb, method = case
+def check_kept_fraction(spec, wb, plan_at) -> None:
     _exempt(spec, "kept-fraction")
-    plan = method.plan(RATIO)
+    plan = plan_at(RATIO)
     if plan.is_structured:
         for g in wb.groups.groups:
             removed = len(plan.pruned_channels.get(g.name, []))
@@ -75,13 +73,11 @@ def test_kept_fraction_is_within_one_unit_of_the_ratio(case):
         assert abs(kept - (1 - RATIO) * total) <= len(plan.masks), (kept, total)
 
 
-@parametrize
-def test_structured_plans_give_the_same_outputs_masked_and_sliced(case):
-    spec, wb, method = case
+def check_masked_equals_sliced(spec, wb, plan_at) -> None:
     if spec.granularity != "structured":
         pytest.skip("unstructured plans are not sliced")
     _exempt(spec, "masked-equals-sliced")
-    plan = method.plan(RATIO)
+    plan = plan_at(RATIO)
     x = wb.eval_x[:128]
     with wb.applied(plan) as masked:
         reference = _outputs(masked, x)
@@ -90,11 +86,9 @@ def test_structured_plans_give_the_same_outputs_masked_and_sliced(case):
     assert sum(p.numel() for p in small.parameters()) < wb.dense_params
 
 
-@parametrize
-def test_the_same_seed_gives_the_same_plan(case):
-    spec, wb, method = case
+def check_deterministic(spec, wb, plan_at) -> None:
     _exempt(spec, "deterministic")
-    a, b = method.plan(RATIO), make_method(spec.key).prepare(wb).plan(RATIO)
+    a, b = plan_at(RATIO), make_method(spec.key).prepare(wb).plan(RATIO)
     assert a.method == b.method == spec.key and a.granularity == b.granularity
     for field in ("masks", "pruned_channels", "corrections"):
         x, y = getattr(a, field), getattr(b, field)
@@ -102,11 +96,9 @@ def test_the_same_seed_gives_the_same_plan(case):
         assert all(torch.equal(x[k], y[k]) for k in x), field
 
 
-@parametrize
-def test_the_plan_json_round_trips(case):
-    spec, wb, method = case
+def check_plan_json(spec, wb, plan_at) -> None:
     _exempt(spec, "plan-json")
-    plan = method.plan(RATIO)
+    plan = plan_at(RATIO)
     sizes = wb.groups.sizes if plan.is_structured else None
     text = json.dumps(plan.to_json(sizes))
     assert json.loads(text) == json.loads(json.dumps(json.loads(text)))  # plain JSON, nothing lost on a reload
@@ -118,13 +110,11 @@ def test_the_plan_json_round_trips(case):
     assert all(torch.equal(back.pruned_channels[k], plan.pruned_channels[k].cpu()) for k in plan.pruned_channels)
 
 
-@parametrize
-def test_outputs_stay_finite_and_restore_is_exact(case):
-    spec, wb, method = case
+def check_finite_and_exact_restore(spec, wb, plan_at, ratios=(RATIO, 0.9)) -> None:
     before = {k: v.clone() for k, v in wb.model.state_dict().items()}
     x = wb.eval_x[:64]
-    for ratio in (RATIO, 0.9):
-        with wb.applied(method.plan(ratio)) as model:
+    for ratio in ratios:
+        with wb.applied(plan_at(ratio)) as model:
             out = _outputs(model, x)
         if "finite-outputs" not in spec.exempt:
             assert torch.isfinite(out).all(), ratio
@@ -132,6 +122,42 @@ def test_outputs_stay_finite_and_restore_is_exact(case):
         after = wb.model.state_dict()
         assert after.keys() == before.keys()
         assert all(torch.equal(after[k], before[k]) for k in before)
+
+
+@parametrize
+def test_ratio_zero_leaves_outputs_unchanged(case):
+    spec, wb, method = case
+    check_ratio_zero_identity(spec, wb, method.plan)
+
+
+@parametrize
+def test_kept_fraction_is_within_one_unit_of_the_ratio(case):
+    spec, wb, method = case
+    check_kept_fraction(spec, wb, method.plan)
+
+
+@parametrize
+def test_structured_plans_give_the_same_outputs_masked_and_sliced(case):
+    spec, wb, method = case
+    check_masked_equals_sliced(spec, wb, method.plan)
+
+
+@parametrize
+def test_the_same_seed_gives_the_same_plan(case):
+    spec, wb, method = case
+    check_deterministic(spec, wb, method.plan)
+
+
+@parametrize
+def test_the_plan_json_round_trips(case):
+    spec, wb, method = case
+    check_plan_json(spec, wb, method.plan)
+
+
+@parametrize
+def test_outputs_stay_finite_and_restore_is_exact(case):
+    spec, wb, method = case
+    check_finite_and_exact_restore(spec, wb, method.plan)
 
 
 def test_every_exemption_names_a_property_and_says_why():
