@@ -63,28 +63,28 @@ FAMILIES = {
 SAMPLES = 8  # calibration = evaluation = training split
 
 TRAINING = {"ispasp", "ispasp-abs", "seqattn", "acdc"}
-PASSES = {"id-flops", "group-conductance", "group-layer-ig"}
-OBS = {"obs", "obs-global", "obs-nm"}
 STRUCTURAL = ("group-l1", "group-l2", "random-channels", "network-slimming", "unit-group-l1", "random-units",
               "activation-magnitude", "id-nocorrection", "ispasp-dense", "group-taylor", "group-grad-x-act",
               "group-activation", "group-apoz")
+UNSTRUCTURED = ("magnitude-global", "magnitude-layer", "random", "block-magnitude")
 # family -> the methods it runs where it does not run every registered one, and why
 SUBSET = {
-    "resnet20-cifar": ([k for k in REGISTRY if k not in TRAINING | PASSES],
-                       "training and many-pass methods run on the ViT (seconds each here)"),
-    "vgg16-bn-narrow": ([k for k in REGISTRY if k not in TRAINING | PASSES | OBS],
-                        "training, many-pass and OBS methods run on ResNet-20 and the ViT (OBS 10-17 s here)"),
-    "mobilenet-v2": ([*STRUCTURAL, "magnitude-global", "id"],
-                     "2.2M parameters: per-weight, training and many-pass methods take 5-130 s each here"),
-    "efficientnet-lite0": ([*STRUCTURAL, "magnitude-global"],
-                           "3.4M parameters: per-weight, training and many-pass methods take 5-130 s each here"),
-    "resnet18": (["group-l1", "random-channels", "network-slimming", "unit-group-l1", "id-nocorrection",
-                  "group-taylor", "group-apoz"],
+    "vgg16-bn-narrow": ([k for k in REGISTRY if k not in TRAINING | {"id-flops"}],
+                        "training methods and ID's FLOPs path run on ResNet-20 and the ViT (14 s for the path here)"),
+    "mobilenet-v2": ([*STRUCTURAL, *UNSTRUCTURED, "id"],
+                     "2.2M parameters: SAP, training and many-pass methods take 5-130 s each here"),
+    "efficientnet-lite0": ([*STRUCTURAL, *UNSTRUCTURED],
+                           "3.4M parameters: SAP, training and many-pass methods take 5-130 s each here"),
+    "resnet18": ([*STRUCTURAL, "magnitude-global"],
                  "11.2M parameters (fixed widths): the other methods take 1-45 s each here"),
-    "resnet50": (["group-l1", "network-slimming", "unit-group-l1", "group-taylor"],
+    "resnet50": (["group-l1", "network-slimming", "unit-group-l1", "id-nocorrection", "group-taylor"],
                  "23.5M parameters (fixed widths): the other methods take seconds to minutes each here"),
 }
 CASES = [(key, model) for key in REGISTRY for model in FAMILIES]
+# known bugs this suite found, outside the method files (see /tmp/notes/conform-requests.md); strict: a fix fails
+# the xfail and this entry goes
+KNOWN_BUGS = {("group-layer-ig", "vgg16-bn-narrow"): "captum's layer IG hands the next in-place ReLU a leaf tensor "
+              "that requires grad (classifier.3 -> ReLU(inplace=True)): importance/attribution.py"}
 
 
 @functools.cache
@@ -113,7 +113,9 @@ def case(request):
     return spec, wb, plan_at(key, model)
 
 
-parametrize = pytest.mark.parametrize("case", CASES, indirect=True, ids=[f"{k}@{m}" for k, m in CASES])
+parametrize = pytest.mark.parametrize("case", [
+    pytest.param(c, id=f"{c[0]}@{c[1]}", marks=[pytest.mark.xfail(reason=KNOWN_BUGS[c], strict=True)]
+                 if c in KNOWN_BUGS else []) for c in CASES], indirect=True)
 
 
 @parametrize
