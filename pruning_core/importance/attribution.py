@@ -30,9 +30,11 @@ parameters keep ``requires_grad=False``); every captum hook is removed and every
 
 from __future__ import annotations
 
+import contextlib
 from typing import TYPE_CHECKING
 
 import torch
+from torch import nn
 
 from .activation import channels_first, hooks_restored, producer_sites, sum_into_groups
 
@@ -49,25 +51,47 @@ def _rows_per_sample(method: str, n_steps: int) -> int:
     return {"conductance": n_steps + 1, "layer-ig": n_steps + 2}.get(method, 1)
 
 
+@contextlib.contextmanager
+def inplace_off(model: nn.Module):
+    """Inside the block every module with an ``inplace`` flag (``nn.ReLU(inplace=True)``, ReLU6, Hardswish, Dropout)
+    computes out of place; on exit the flags are put back. Layer IG replaces the hooked layer's output by a leaf
+    tensor that requires grad, and an in-place activation right after the layer (VGG's classifier, torchvision's
+    ResNets) cannot write into it: autograd refuses. Out of place, the values and gradients are the same."""
+    flagged = [m for m in model.modules() if getattr(m, "inplace", None) is True]
+    try:
+        for m in flagged:
+            m.inplace = False
+        yield model
+    finally:
+        for m in flagged:
+            m.inplace = True
+
+
 def layer_attributions(wb: "Workbench", method: str, layers: list[str], x: torch.Tensor, y: torch.Tensor,
                        n_steps: int = DEFAULT_STEPS) -> list[torch.Tensor]:
     """captum's raw attributions of ``method`` (one of ``LAYER_METHODS``) at each of ``layers``' outputs for the
     batch ``x`` (N, ...) with targets ``y`` (N,): one tensor per layer, of the layer output's shape (N, ...), before
     any aggregation. The caller owns the hooks' clean-up (``hooks_restored``) and gradient mode."""
-    from captum.attr import LayerActivation, LayerConductance, LayerGradientXActivation, LayerIntegratedGradients
-
     modules = dict(wb.model.named_modules())
     mods = [modules[n] for n in layers]
+    with inplace_off(wb.model):
+        return _layer_attributions(wb.model, method, mods, x, y, n_steps)
+
+
+def _layer_attributions(model: nn.Module, method: str, mods: list[nn.Module], x: torch.Tensor, y: torch.Tensor,
+                        n_steps: int) -> list[torch.Tensor]:
+    from captum.attr import LayerActivation, LayerConductance, LayerGradientXActivation, LayerIntegratedGradients
+
     if method == "activation":
-        out = LayerActivation(wb.model, mods).attribute(x)
+        out = LayerActivation(model, mods).attribute(x)
     elif method == "grad-x-act":
-        out = LayerGradientXActivation(wb.model, mods).attribute(x, target=y)
+        out = LayerGradientXActivation(model, mods).attribute(x, target=y)
     elif method == "conductance":  # captum's conductance takes one layer at a time
-        out = [LayerConductance(wb.model, m).attribute(x, baselines=0.0, target=y, n_steps=n_steps,
-                                                       method="riemann_trapezoid") for m in mods]
+        out = [LayerConductance(model, m).attribute(x, baselines=0.0, target=y, n_steps=n_steps,
+                                                    method="riemann_trapezoid") for m in mods]
     elif method == "layer-ig":  # one layer at a time: captum requires independent layers in one call
-        out = [LayerIntegratedGradients(wb.model, m).attribute(x, baselines=torch.zeros_like(x), target=y,
-                                                                n_steps=n_steps) for m in mods]
+        out = [LayerIntegratedGradients(model, m).attribute(x, baselines=torch.zeros_like(x), target=y,
+                                                             n_steps=n_steps) for m in mods]
     else:
         raise ValueError(f"unknown layer attribution {method!r}; available: {', '.join(LAYER_METHODS)}")
     return list(out) if isinstance(out, (list, tuple)) else [out]

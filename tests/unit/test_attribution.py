@@ -306,3 +306,21 @@ def test_input_attribution_is_complete_integrated_gradients(demo_workbenches):
     assert fig.data[1].zmid == 0 and fig.data[1].zmin == -fig.data[1].zmax == -float(attr.abs().max())
     bars = input_attribution_figure(np.arange(4.0), np.array([0.5, -1.0, 0.0, 2.0]), 1, 0.9, 2)
     assert bars.data[0].type == "bar" and "wrong" in bars.layout.title.text
+
+
+@pytest.mark.parametrize("method", ["layer-ig", "grad-x-act", "conductance"])
+def test_a_layer_followed_by_an_in_place_relu(digits, method):
+    """An ``nn.ReLU(inplace=True)`` right after the attributed layer (VGG's classifier, torchvision's ResNets)
+    must neither break captum (layer IG's leaf tensor) nor overwrite the kept output with its ReLU; the flags are
+    back on afterwards. Reference: the same network built with out-of-place ReLUs."""
+    from pruning_core import Workbench
+
+    torch.manual_seed(0)
+    inplace = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 32), torch.nn.ReLU(inplace=True),
+                                  torch.nn.Linear(32, 10))
+    plain = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 32), torch.nn.ReLU(), torch.nn.Linear(32, 10))
+    plain.load_state_dict(inplace.state_dict())
+    got, expected = (layer_attribution_scores(Workbench(m, digits, device="cpu"), method, layers=["1"])["1"]
+                     for m in (inplace, plain))
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-9)
+    assert inplace[2].inplace is True

@@ -81,10 +81,8 @@ SUBSET = {
                  "23.5M parameters (fixed widths): the other methods take seconds to minutes each here"),
 }
 CASES = [(key, model) for key in REGISTRY for model in FAMILIES]
-# known bugs this suite found, outside the method files (see /tmp/notes/conform-requests.md); strict: a fix fails
-# the xfail and this entry goes
-KNOWN_BUGS = {("group-layer-ig", "vgg16-bn-narrow"): "captum's layer IG hands the next in-place ReLU a leaf tensor "
-              "that requires grad (classifier.3 -> ReLU(inplace=True)): importance/attribution.py"}
+# (method, model) pairs failing for a known reason, each with the reason: a strict xfail, so a fix is noticed
+KNOWN_BUGS: dict[tuple[str, str], str] = {}
 
 
 @functools.cache
