@@ -49,7 +49,7 @@ from pathlib import Path
 
 import torch
 
-from .checks import CHECKS, format_table, run_check
+from .checks import CHECKS, NeedsLabels, format_table, run_check, unavailable
 from .cli_inputs import DATASETS, SENTENCE_ENCODER, bundled_dataset, default_dataset, first_samples, load_model_by_name
 from .data import DataError, load_npz
 from .export import FORMATS, ExportError, export_plan, format_report
@@ -126,7 +126,12 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--weights", type=Path, help="check a model file instead of built-in models")
     check.add_argument("--architecture", help="the built-in architecture a state_dict/safetensors file belongs to")
     check.add_argument("--trust-pickle", action="store_true", help="allow unpickling a whole pickled model")
-    check.add_argument("--data", type=Path, help=".npz with X and y (default: the bundled 8x8 digits)")
+    check_data = check.add_mutually_exclusive_group()
+    check_data.add_argument("--data", type=Path, help=".npz with X and y (default: the bundled 8x8 digits)")
+    check_data.add_argument("--dataset", choices=DATASETS, help="a bundled offline set (default: the model's kind); "
+                            "the checks need labelled classification data")
+    check.add_argument("--eval-samples", type=int, metavar="N", help="evaluation samples (the first N)")
+    check.add_argument("--calib-samples", type=int, metavar="N", help="calibration samples (the first N)")
     check.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda when available")
     check.add_argument("--quick", action="store_true", help="the smaller versions the tests run (about 2 min for "
                        "every check on the three demo models, 2 CPU cores; the default takes up to 10 min)")
@@ -155,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
         configure_threads()  # once per process: torch and BLAS pools (PRUNING_EXPLORER_THREADS overrides)
         return {"models": _models, "methods": _methods, "sweep": _sweep, "export": _export,
                 "check": _check, "sensitivity": _sensitivity}[args.command](args)
-    except (UsageError, ModelLoadError, DataError, PlanError, GroupError, ExportError) as e:
+    except (UsageError, ModelLoadError, DataError, PlanError, GroupError, ExportError, NeedsLabels) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
@@ -261,15 +266,20 @@ def _check_with(args, keys: list[str]) -> int:
         benches = [_workbench(args)[1]]
     else:
         names = [n.strip() for n in args.models.split(",") if n.strip()]
-        bad = [n for n in names if n not in ARCHITECTURES]
+        bad = [n for n in names if n not in ARCHITECTURES and n != SENTENCE_ENCODER]
         if bad or not names:
-            raise UsageError(f"unknown model {bad[0] if bad else args.models!r}; available: {', '.join(ARCHITECTURES)}")
+            raise UsageError(f"unknown model {bad[0] if bad else args.models!r}; available: "
+                             f"{', '.join([*ARCHITECTURES, SENTENCE_ENCODER])}")
         benches = []
         for name in names:
             args.model = name
             benches.append(_workbench(args)[1])
     if args.quick and args.long:
         raise UsageError("--quick and --long exclude each other")
+    for wb in benches:  # before any check runs: a check that cannot run on this data says so in one line
+        reason = unavailable(wb)
+        if reason:
+            raise NeedsLabels(f"{wb.name}: {reason}")
     results, timings, seen = [], [], set()
     start = time.perf_counter()
     mode = " (quick)" if args.quick else " (long)" if args.long else ""

@@ -134,6 +134,15 @@ def test_sensitivity_on_photos_reads_the_agreement_drop(tmp_path, capsys):
     assert line.split()[1] == f"{table['drop'].iloc[0]:.4f}"
 
 
+def test_paper_checks_on_an_encoder_are_refused_in_one_line_before_any_work(tmp_path, capsys):
+    _needs_minilm()
+    out = tmp_path / "checks.json"
+    assert main(["check", "--checks", "sap", "--models", "minilm", "--eval-samples", "4", "--calib-samples", "4",
+                 "--device", "cpu", "--json", str(out)]) == 2
+    line = _error_line(capsys)
+    assert "labels" in line and "minilm" in line.lower() and not out.exists()
+
+
 def test_default_data_follows_the_model():
     class Encoder(nn.Module):
         explorer_task = "embedding"
