@@ -9,10 +9,11 @@ import streamlit as st
 from pruning_core import DataError, GroupError, PlanError
 from pruning_core.export import ExportError
 from pruning_core.loading import ModelLoadError
+from pruning_core.ray_runner import RayUnavailable
 
 _log = logging.getLogger(__name__)
 # our own errors: their message is written for the person
-EXPLAINED_ERRORS = (ModelLoadError, DataError, GroupError, PlanError, ExportError)
+EXPLAINED_ERRORS = (ModelLoadError, DataError, GroupError, PlanError, ExportError, RayUnavailable)
 
 
 def fmt_count(n: float) -> str:

@@ -90,14 +90,19 @@ def sensitivity_record(criterion: str, split: str, ratios: tuple[float, ...]) ->
 
 
 def run_sensitivity_live(criterion: str, split: str, ratios: tuple[float, ...],
-                         draw: Callable[[SensitivityRecord], None]) -> SensitivityRecord:
+                         draw: Callable[[SensitivityRecord], None],
+                         cluster: tuple[str, int] | None = None) -> SensitivityRecord:
     """Measure the cells of (criterion, split, ratios) this model does not have yet, with a progress bar, calling
     ``draw(record)`` as cells arrive (at most every ``LIVE_DRAW_SECONDS``). The record is in the session's
-    state before the first cell, so a click mid-run keeps every finished cell, and running again resumes."""
+    state before the first cell, so a click mid-run keeps every finished cell, and running again resumes.
+    ``cluster``: (address, workers) runs one task per group on a Ray cluster (``cluster.run_on_control``)."""
     from pruning_core.sensitivity import sensitivity_table
+
+    from .cluster import runner_for
 
     s = state()
     wb = s.workbench
+    runner = runner_for(*cluster) if cluster is not None else None
     key = (s.key, criterion, split, tuple(ratios))
     group_scores = scores(criterion)
     record = s.sensitivities.get(key)
@@ -120,8 +125,8 @@ def run_sensitivity_live(criterion: str, split: str, ratios: tuple[float, ...],
             last_draw[0] = time.perf_counter()
 
     done = record.frame() if record.rows else None
-    sensitivity_table(wb, {g: group_scores[g] for g in record.groups}, list(ratios), split=split, done=done,
-                    on_row=on_row)
+    run = sensitivity_table if runner is None else runner.sensitivity
+    run(wb, {g: group_scores[g] for g in record.groups}, list(ratios), split=split, done=done, on_row=on_row)
     bar.progress(1.0, text=f"{record.planned} cells measured ({time.perf_counter() - start:.1f} s this run).")
     return record
 

@@ -8,6 +8,7 @@ page reruns (a paper check).
 
 from __future__ import annotations
 
+import contextlib
 import time
 
 import streamlit as st
@@ -16,15 +17,21 @@ from streamlit.runtime.scriptrunner_utils.exceptions import ScriptControlExcepti
 from pruning_core import checks, metrics
 from pruning_core.sweep import sweep, sweep_meta
 
+from .cluster import runner_for
 from .plans import method_label
 from .state import SweepRecord, SweepSettings, state
 
 
-def run_sweep_live(methods: list[str], ratios: list[float], structured: str) -> SweepRecord:
+def run_sweep_live(methods: list[str], ratios: list[float], structured: str,
+                   cluster: tuple[str, int] | None = None) -> SweepRecord:
     """Run a sweep with a progress bar, appending every point to the session's sweep record as soon as it is
-    measured, so that leaving the page (or pressing anything) mid-sweep keeps the points already measured."""
+    measured, so that leaving the page (or pressing anything) mid-sweep keeps the points already measured.
+    ``cluster``: None runs here; (address, workers) runs on a Ray cluster (``cluster.run_on_control``), points
+    arriving as they finish; a click cancels what has not finished. Raises ``RayUnavailable`` when the cluster
+    cannot be reached or its workers cannot build the workbench (nothing is recorded then)."""
     s = state()
     wb = s.workbench
+    runner = runner_for(*cluster) if cluster is not None else None
     record = SweepRecord(SweepSettings(tuple(methods), tuple(ratios), structured),
                          meta=sweep_meta(wb, structured))
     s.sweeps[s.key] = record
@@ -45,8 +52,14 @@ def run_sweep_live(methods: list[str], ratios: list[float], structured: str) -> 
                 bar.progress((len(record.points) + samples / total) / record.planned,
                              text=f"{last[0]} ({samples}/{total} samples of the next point)")
 
-        with metrics.between_batches(within_pass):
-            for point in sweep(wb, [s.method(m) for m in methods], ratios, structured, on_prepare=on_prepare):
+        if runner is None:
+            stream = sweep(wb, [s.method(m) for m in methods], ratios, structured, on_prepare=on_prepare)
+        else:
+            stream = runner.sweep(wb, methods, ratios, structured)
+            status.update(label=f"Sweeping {len(methods)} method(s) x {len(ratios)} ratio(s) on "
+                          f"{runner.n_workers} Ray workers…")
+        with metrics.between_batches(within_pass), contextlib.closing(stream):  # a click cancels the rest
+            for point in stream:
                 record.points.append(point)
                 done = len(record.points)
                 primary = record.meta["primary"]

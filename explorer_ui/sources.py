@@ -16,6 +16,7 @@ import streamlit as st
 from pruning_core import DataError, DataSplits, load_digits, load_npz
 from pruning_core.loading import LoadedModel, ModelLoadError, load_builtin_model, load_model_file
 from pruning_core.models import ARCHITECTURES
+from pruning_core.recipes import DataRecipe, ModelRecipe
 from pruning_core.server_paths import ServerPathError, resolve_server_path, server_path_stamp
 
 DEMO_MODEL = "digits-resnet"
@@ -161,6 +162,19 @@ class ModelSource:
             return f"hf-folder:{sha1(self.data)}:{self.filename}"
         return f"file:{sha1(self.data)}:{self.filename}:{self.architecture}:{self.trust_pickle}"
 
+    def recipe(self) -> ModelRecipe:
+        """The same model as plain values and bytes, for a Ray worker to read with the same loaders (a trusted
+        pickle raises ``RecipeError``: it is not sent)."""
+        if self.builtin is not None:
+            return ModelRecipe.of("builtin", name=self.builtin)
+        if self.server_path:
+            return ModelRecipe.of("server", trust_pickle=self.trust_pickle, path=self.server_path,
+                                  architecture=self.architecture)
+        if self.hf_folder:
+            return ModelRecipe.of("hf-zip", self.data, filename=self.filename)
+        return ModelRecipe.of("file", self.data, trust_pickle=self.trust_pickle, filename=self.filename,
+                              architecture=self.architecture)
+
     def load(self) -> LoadedModel:
         if self.builtin == SENTENCE_ENCODER:
             return sentence_encoder()
@@ -217,6 +231,22 @@ class DataSource:
     @property
     def bundled(self) -> bool:
         return self.resolved_kind == "digits"
+
+    def recipe(self) -> DataRecipe:
+        """The same data as plain values and bytes, for a Ray worker to read with the same loaders."""
+        kind = self.resolved_kind
+        image = {"size": self.size, "mean": tuple(self.mean), "std": tuple(self.std)}
+        if kind in ("digits", "sentences"):
+            return DataRecipe.of(kind)
+        if kind == "photos":
+            return DataRecipe.of("photos", **image)
+        if kind == "npz":
+            return DataRecipe.of("npz", self.data, filename=self.filename)
+        if kind == "server":
+            return DataRecipe.of("server", path=self.server_path, **image)
+        if kind == "images":
+            return DataRecipe.of("images-zip", self.data, filename=self.filename, **image)
+        return DataRecipe.of("texts-csv", self.data, filename=self.filename)
 
     def load(self) -> DataSplits:
         kind = self.resolved_kind

@@ -27,6 +27,7 @@ from pruning_core.export import ExportBundle
 from pruning_core.limit import Curvature
 from pruning_core.loading import LoadedModel
 from pruning_core.methods import Method
+from pruning_core.recipes import RecipeError, WorkbenchRecipe
 from pruning_core.sweep import SweepPoint
 
 from .sources import DEMO_MODEL, DataSource, ModelSource
@@ -96,7 +97,13 @@ class SweepRecord:
     def result(self) -> SweepResult:
         """The points as frames, built once per new point rather than on every slider move."""
         if self._result is None or self._result[0] != len(self.points):
-            self._result = (len(self.points), SweepResult.from_points(self.points, self.meta))
+            # in the sweep's own order (method by method, ratios as listed) however they arrived: a Ray cluster
+            # delivers points as they finish
+            order = {(m, float(r)): i for i, (m, r) in enumerate(
+                (m, r) for m in self.settings.methods for r in self.settings.ratios)}
+            points = sorted(self.points, key=lambda p: order.get((p.row["method"], float(p.row["ratio"])),
+                                                                  len(order)))
+            self._result = (len(self.points), SweepResult.from_points(points, self.meta))
         return self._result[1]
 
     def figure(self, key: tuple, build: Callable[[], Any]):
@@ -146,6 +153,9 @@ class ExplorerState:
     sensitivities: dict[tuple, Any] = field(default_factory=dict)
     recoveries: dict[str, Any] = field(default_factory=dict)
     attributions: dict[tuple, tuple] = field(default_factory=dict)  # by (workbench key, evaluation sample)
+    # how a Ray worker builds this workbench again (None: it cannot, ``recipe_note`` says why)
+    recipe: WorkbenchRecipe | None = None
+    recipe_note: str = ""
 
     @property
     def sweep(self) -> SweepRecord | None:
@@ -168,6 +178,7 @@ class ExplorerState:
         """Make ``wb`` this session's workbench; its sweeps, if it had any before, come back with it."""
         self.workbench, self.key, self.model, self.data = wb, key, model, data
         self.prepared = {}
+        self.recipe, self.recipe_note = None, "this workbench was not loaded from a model and data source"
 
 
 def has_state() -> bool:
@@ -191,8 +202,13 @@ def open_workbench(model_src: ModelSource, data_src: DataSource) -> ExplorerStat
     """
     loaded, data = model_src.load(), data_src.load()
     wb = engine_session.open_workbench(loaded, data, bundled_data=data_src.bundled)
-    return install_workbench(wb, f"{model_src.identity}|{data_src.identity}", ModelInfo.of(loaded, model_src.identity),
-                             DataInfo.of(data, data_src.identity))
+    s = install_workbench(wb, f"{model_src.identity}|{data_src.identity}", ModelInfo.of(loaded, model_src.identity),
+                          DataInfo.of(data, data_src.identity))
+    try:
+        s.recipe, s.recipe_note = WorkbenchRecipe(model_src.recipe(), data_src.recipe(), name=loaded.name), ""
+    except RecipeError as e:
+        s.recipe, s.recipe_note = None, str(e)
+    return s
 
 
 def install_workbench(wb: Workbench, key: str, model: ModelInfo, data: DataInfo, session=None) -> ExplorerState:

@@ -6,6 +6,7 @@ import streamlit as st
 
 import explorer_ui as ui
 from explorer_ui import insight
+from explorer_ui.cluster import RayUnavailable, run_on_control
 from pruning_core import PlanError, inspection
 from pruning_core.charts import footprint as footprint_charts
 from pruning_core.charts import layers as charts
@@ -150,10 +151,11 @@ with sensitivity_tab:
                                                               metric), key=f"sens_map_{drawn[0]}")
 
         label = "Resume" if record is not None and 0 < len(record.rows) < record.planned else "Run sensitivity"
+        cluster = run_on_control("sensitivity")
         if st.button(label, type="primary", disabled=not ratios or (record is not None and record.finished)):
             try:
-                record = insight.run_sensitivity_live(s_criterion, split, ratios, draw)
-            except PlanError as e:
+                record = insight.run_sensitivity_live(s_criterion, split, ratios, draw, cluster)
+            except (PlanError, RayUnavailable) as e:
                 ui.show_error(e, "The sensitivity analysis did not run")
         if record is not None and record.rows:
             draw(record)

@@ -6,6 +6,7 @@ four."""
 import streamlit as st
 
 import explorer_ui as ui
+from explorer_ui.cluster import RayUnavailable, run_on_control
 from pruning_core import PlanError, ratio_grid
 from pruning_core.charts import sweep as charts
 from pruning_core.charts.limit import limit_reference
@@ -38,13 +39,14 @@ st.caption("Ratio is the fraction of weights (unstructured) or channels (structu
            "sensitivity-allocated methods, the fraction of FLOPs (parameters) removed. To compare uniform and "
            "allocated per-layer ratios, sweep Group L1 with Sensitivity-allocated and read the FLOPs panel.")
 
+cluster = run_on_control("sweep")
 if st.button("Run sweep", type="primary"):
     try:
         ratios = ui.parse_ratios(listed) if listed.strip() else ratio_grid(start, stop, int(steps))
         if not chosen:
             raise PlanError("Choose at least one method.")
-        ui.run_sweep_live(chosen, ratios, structured)
-    except PlanError as e:
+        ui.run_sweep_live(chosen, ratios, structured, cluster)
+    except (PlanError, RayUnavailable) as e:
         ui.show_error(e, "The sweep did not run")
 
 limit = ui.limit_controls()  # the predicted limit (Zhang et al.), drawn on the curves against the ratio

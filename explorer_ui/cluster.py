@@ -1,0 +1,80 @@
+"""Where long jobs run: in this process (the default) or on a Ray cluster.
+
+The "Run on" control sits on the screens with jobs made of independent evaluations (the Sweep, the sensitivity
+table). A Ray runner (``pruning_core.ray_runner.RayRunner``) is kept per process for the last (address, workers,
+workbench recipe) asked for, so a second sweep on the same model reuses the workers and their prepared methods;
+asking for another model or cluster closes the old workers first.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import streamlit as st
+
+from pruning_core.ray_runner import RayRunner, RayUnavailable, ray_available
+
+from .state import state
+from .widgets import keep
+
+_LOCK = threading.Lock()
+_CURRENT: dict = {"key": None, "runner": None}
+
+HERE, RAY = "here", "ray"
+
+
+def run_on_control(where: str) -> tuple[str, str, int] | None:
+    """The "Run on" control (``where`` keys its widgets per screen). Returns None for this process, else (address
+    or "" for a local cluster, workers or 0 for the default); a choice that cannot run says why and returns None."""
+    available = ray_available()
+    choice = st.radio("Run on", [HERE, RAY], horizontal=True, key=f"run_on_{where}",
+                      format_func={HERE: "this process", RAY: "a Ray cluster"}.get,
+                      help="A Ray cluster spreads the evaluations over workers, each with its own copy of the "
+                      "model and data (one GPU each where the cluster has GPUs). Points arrive as they finish.")
+    if choice == HERE:
+        return None
+    if not available:
+        st.warning("Ray is not installed here: `pip install -r requirements-extras.txt` (it is an optional "
+                   "extra). Running in this process.")
+        return None
+    s = state()
+    if s.recipe is None:
+        st.warning(f"This model cannot be sent to workers: {s.recipe_note}. Running in this process.")
+        return None
+    a, w = st.columns([3, 1])
+    address = a.text_input("Cluster address", placeholder="empty: start a local cluster on this machine",
+                           help="'auto' joins the cluster this machine belongs to (after `ray start`); "
+                           "HOST:6379 or ray://HOST:10001 a remote one. Every node needs this project installed.",
+                           **keep(f"ray_address_{where}", ""))
+    workers = w.number_input("Workers", 0, 256, step=1, help="0: one per GPU, else one per CPU",
+                             **keep(f"ray_workers_{where}", 0))
+    return address.strip(), int(workers)
+
+
+def runner_for(address: str, workers: int) -> RayRunner:
+    """The process's Ray runner for this session's workbench recipe on ``address`` with ``workers`` (0: default),
+    started (or reused) now. Raises ``RayUnavailable`` when the cluster cannot be reached."""
+    recipe = state().recipe
+    key = (address, workers, recipe.digest)
+    with _LOCK:
+        if _CURRENT["key"] == key and _CURRENT["runner"] is not None:
+            return _CURRENT["runner"]
+        old = _CURRENT["runner"]
+        _CURRENT.update(key=None, runner=None)
+        if old is not None:
+            old.close()
+        with st.spinner("Starting the Ray workers (each loads the model and data once)…"):
+            runner = RayRunner(recipe, address=address or None, workers=workers or None)
+            runner.infos()  # wait until every worker has built its workbench: a refused file fails here
+        _CURRENT.update(key=key, runner=runner)
+        return runner
+
+
+def close_runner() -> None:
+    with _LOCK:
+        if _CURRENT["runner"] is not None:
+            _CURRENT["runner"].close()
+        _CURRENT.update(key=None, runner=None)
+
+
+__all__ = ["RayUnavailable", "close_runner", "run_on_control", "runner_for"]
