@@ -24,6 +24,7 @@ install -e .`` and the same requirements), as Ray runs the workers' code from th
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from typing import Callable, Iterable, Iterator
@@ -164,7 +165,7 @@ class RayRunner:
         device = "cuda" if self.gpus else "cpu"
         self.actors = [remote.remote(self._recipe_ref, self.threads, device) for _ in range(self.n_workers)]
         self._ray = ray
-        self._infos: list[dict] | None = None
+        self.busy_seconds: list[float] = []  # the last job's tasks: each one's seconds on its worker
 
     # ----- lifecycle ------------------------------------------------------------------------------------------
     def __enter__(self) -> "RayRunner":
@@ -245,8 +246,11 @@ class RayRunner:
                 return actor.sweep_point.remote(key, config, task.ratio, structured)
             return submit
 
-        for _, (point, _seconds) in self._run([call(t) for t in tasks], should_stop):
-            yield point
+        self.busy_seconds = []
+        with contextlib.closing(self._run([call(t) for t in tasks], should_stop)) as results:
+            for _, (point, seconds) in results:
+                self.busy_seconds.append(seconds)
+                yield point
 
     def sensitivity(self, wb, scores: dict[str, torch.Tensor], ratios: Iterable[float], *,
                     groups: Iterable[str] | None = None, split: str = "eval", done: pd.DataFrame | None = None,
@@ -287,14 +291,17 @@ class RayRunner:
 
         rows: list[dict] = [r for g in names for r in done_rows.get(g, [])]
         metas: list[dict] = []
-        for _, (group_rows, meta, _seconds) in self._run([call(g) for g in names], should_stop):
-            metas.append(meta)
-            for row in group_rows:
-                if (row["group"], row["ratio"]) in {(r["group"], r["ratio"]) for r in done_rows.get(row["group"], [])}:
-                    continue
-                rows.append(row)
-                if on_row is not None:
-                    on_row(dict(row))
+        self.busy_seconds = []
+        reused = {(r["group"], r["ratio"]) for group_done in done_rows.values() for r in group_done}
+        with contextlib.closing(self._run([call(g) for g in names], should_stop)) as results:
+            for _, (group_rows, meta, seconds) in results:  # an exception in on_row cancels the rest
+                self.busy_seconds.append(seconds)
+                metas.append(meta)
+                for row in group_rows:
+                    if (row["group"], row["ratio"]) not in reused:
+                        rows.append(row)
+                        if on_row is not None:
+                            on_row(dict(row))
         position = {g: i for i, g in enumerate(names)}
         table = sens._typed(sorted(rows, key=lambda r: (position[r["group"]], r["ratio"])))
         table.attrs["meta"] = _merged_meta(wb, metas, names, ratios, engine, split, criterion, len(done_rows),

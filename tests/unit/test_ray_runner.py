@@ -191,3 +191,20 @@ def test_the_command_line_on_a_local_cluster(runner, local, tmp_path, capsys):
     assert main(["sensitivity", "--model", MODEL, "--ratios", "0.5", "--device", "cpu", "--out", str(table),
                  "--ray", "--ray-workers", "2"]) == 0
     assert len(pd.read_csv(table)) == len(local.groups.groups)
+
+
+def test_a_file_the_upload_rules_refuse_is_refused_on_the_worker(runner):
+    """The worker reads the payload with the upload loaders: a pickled module is refused there, and the runner says
+    so in one line instead of hanging or unpickling it."""
+    from pruning_core.ray_runner import RayRunner, RayUnavailable
+
+    pickled = io.BytesIO()
+    torch.save(torch.nn.Linear(64, 10), pickled)
+    bad = RayRunner(WorkbenchRecipe(ModelRecipe.of("file", pickled.getvalue(), filename="m.pt"),
+                                    DataRecipe.of("digits")), workers=1)
+    try:
+        with pytest.raises(RayUnavailable, match="could not build the workbench: .*pickle") as e:
+            bad.infos()
+        assert "\n" not in str(e.value)
+    finally:
+        bad.close()
