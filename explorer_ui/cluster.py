@@ -8,6 +8,7 @@ asking for another model or cluster closes the old workers first.
 
 from __future__ import annotations
 
+import atexit
 import threading
 
 import streamlit as st
@@ -71,10 +72,14 @@ def runner_for(address: str, workers: int) -> RayRunner:
 
 
 def close_runner() -> None:
+    """End the process's Ray workers (and the local cluster the app started, with its helper processes)."""
     with _LOCK:
         if _CURRENT["runner"] is not None:
             _CURRENT["runner"].close()
         _CURRENT.update(key=None, runner=None)
+
+
+atexit.register(close_runner)  # the app server stopping ends its workers and its local cluster
 
 
 __all__ = ["RayUnavailable", "close_runner", "run_on_control", "runner_for"]

@@ -67,8 +67,9 @@ def run_sweep_live(methods: list[str], ratios: list[float], structured: str,
                            f"{primary} {point.row[primary]:.1%}")
                 bar.progress(done / record.planned, text=last[0])
         record.finished = True
+        where = f" on {runner.n_workers} Ray workers" if runner is not None else ""
         status.update(label=f"Sweep finished: {len(record.points)} points in "
-                      f"{time.perf_counter() - start:.1f} s", state="complete", expanded=False)
+                      f"{time.perf_counter() - start:.1f} s{where}", state="complete", expanded=False)
     return record
 
 
