@@ -82,9 +82,10 @@ if record and record.workbench_key == state.key:
     if speed["warning"]:
         st.warning(speed["warning"], icon=":material/speed:")
     v = report["verification"]
+    top1 = "" if v.get("top1_agreement") is None else f", top-1 agreement {v['top1_agreement']:.2%}"
     st.success(f"Verified: the exported model reproduces the {v['reference']} on {v['samples']} samples "
-               f"(max |difference| {v['max_abs_difference']:.2g}, top-1 agreement {v['top1_agreement']:.2%}); "
-               "every file below was loaded back and checked.")
+               f"(max |difference| {v['max_abs_difference']:.2g}{top1}); every file below was loaded back and "
+               "checked.")
     rows = [{"file": o["file"], "format": fmt, "size": bundle.files.get(o["file"]),
              "status": "verified by reloading" if o["status"] == "ok" else f"left out: {o['error']}"}
             for fmt, o in report["formats"].items()]
@@ -95,9 +96,10 @@ if record and record.workbench_key == state.key:
     for o in report["formats"].values():
         if "check" in o:
             c = o["check"]
+            top1 = "" if c.get("top1_agreement") is None else f", top-1 agreement {c['top1_agreement']:.2%}"
             st.caption(f"{o['file']} run in {c['runtime']} on {c['samples']} evaluation samples against torch: max "
-                       f"|difference| {c['max_abs_difference']:.2g}, top-1 agreement {c['top1_agreement']:.2%}"
-                       + (f" ({c['note']})." if c.get("note") else "."))
+                       f"|difference| {c['max_abs_difference']:.2g}{top1}" + (f" ({c['note']})." if c.get("note")
+                                                                              else "."))
     for note in report["notes"]:
         st.caption(note)
     st.download_button(f"Download {record.file_name} ({len(bundle.zip_bytes) / 1024:,.0f} KiB)",

@@ -116,7 +116,7 @@ def photo_eval_set(n: int = 256, size: int = 224, seed: int = 0, n_calib: int = 
     subjects = ", ".join(keys)
     note = (f"{n} evaluation crops of {len(keys)} photos shipped with scikit-image and scikit-learn ({subjects}), "
             f"unlabelled: figures measure agreement with the dense model, not accuracy on ImageNet. Crops of one "
-            f"photo are correlated; the {n_train} training crops show the same photos.")
+            f"photo are correlated" + (f"; the {n_train} training crops show the same photos." if n_train else "."))
     return DataSplits(f"{n} crops of {len(keys)} photos (unlabelled)", unlabelled(tr), unlabelled(cal),
                        unlabelled(ev), 0, labelled=False, note=note)
 

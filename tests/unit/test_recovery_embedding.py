@@ -142,6 +142,11 @@ def test_a_finetuned_encoder_exports_with_its_cosine(tiny):
     assert bundle.report["task"] == "embedding" and bundle.report["formats"]["state_dict"]["status"] == "ok"
     assert after["cosine"] == pytest.approx(wb.evaluate_plan(tuned).scores["cosine"], abs=1e-6)
     assert after["params"] == wb.evaluate_plan(tuned).params < wb.dense_params
+    # an embedding has no top-1 class: the verification states the difference only
+    from pruning_core.export import format_report
+
+    assert bundle.report["verification"]["top1_agreement"] is None
+    assert "top-1" not in format_report(bundle.report) and "max |difference|" in format_report(bundle.report)
 
 
 def test_unstructured_finetune_keeps_masked_weights_zero_and_the_recipe_defaults(tiny):
