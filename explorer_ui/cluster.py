@@ -3,13 +3,16 @@
 The "Run on" control sits on the screens with jobs made of independent evaluations (the Sweep, the sensitivity
 table). A Ray runner (``pruning_core.ray_runner.RayRunner``) is kept per process for the last (address, workers,
 workbench recipe) asked for, so a second sweep on the same model reuses the workers and their prepared methods;
-asking for another model or cluster closes the old workers first.
+asking for another model or cluster closes the old workers first, unless they are running a job (then the new
+job is refused with the reason, never left waiting for workers that are busy).
 """
 
 from __future__ import annotations
 
 import atexit
+import contextlib
 import threading
+from collections.abc import Iterator
 
 import streamlit as st
 
@@ -19,7 +22,7 @@ from .state import state
 from .widgets import keep
 
 _LOCK = threading.Lock()
-_CURRENT: dict = {"key": None, "runner": None}
+_CURRENT: dict = {"key": None, "runner": None, "busy": 0}
 
 HERE, RAY = "here", "ray"
 
@@ -52,23 +55,39 @@ def run_on_control(where: str) -> tuple[str, str, int] | None:
     return address.strip(), int(workers)
 
 
-def runner_for(address: str, workers: int) -> RayRunner:
+@contextlib.contextmanager
+def runner_for(address: str, workers: int) -> Iterator[RayRunner]:
     """The process's Ray runner for this session's workbench recipe on ``address`` with ``workers`` (0: default),
-    started (or reused) now. Raises ``RayUnavailable`` when the cluster cannot be reached."""
+    started (or reused) now and marked busy while the block runs. One runner per process: another model's or
+    cluster's runner is closed first when idle; while it runs another session's job, this raises
+    ``RayUnavailable`` (run here or try again). Also raises it when the cluster cannot be reached or its workers
+    cannot build the workbench."""
     recipe = state().recipe
     key = (address, workers, recipe.digest)
     with _LOCK:
-        if _CURRENT["key"] == key and _CURRENT["runner"] is not None:
-            return _CURRENT["runner"]
-        old = _CURRENT["runner"]
-        _CURRENT.update(key=None, runner=None)
-        if old is not None:
-            old.close()
-        with st.spinner("Starting the Ray workers (each loads the model and data once)…"):
-            runner = RayRunner(recipe, address=address or None, workers=workers or None)
-            runner.infos()  # wait until every worker has built its workbench: a refused file fails here
-        _CURRENT.update(key=key, runner=runner)
-        return runner
+        if _CURRENT["key"] != key or _CURRENT["runner"] is None:
+            if _CURRENT["busy"]:
+                raise RayUnavailable("the Ray workers are running another job (another model or cluster, from "
+                                     "another session); run in this process or try again when it has finished")
+            old = _CURRENT["runner"]
+            _CURRENT.update(key=None, runner=None)
+            if old is not None:
+                old.close()
+            with st.spinner("Starting the Ray workers (each loads the model and data once)…"):
+                runner = RayRunner(recipe, address=address or None, workers=workers or None)
+                try:
+                    runner.infos()  # wait until every worker has built its workbench: a refused file fails here
+                except RayUnavailable:
+                    runner.close()
+                    raise
+            _CURRENT.update(key=key, runner=runner)
+        _CURRENT["busy"] += 1
+        runner = _CURRENT["runner"]
+    try:
+        yield runner
+    finally:
+        with _LOCK:
+            _CURRENT["busy"] -= 1
 
 
 def close_runner() -> None:
@@ -76,7 +95,7 @@ def close_runner() -> None:
     with _LOCK:
         if _CURRENT["runner"] is not None:
             _CURRENT["runner"].close()
-        _CURRENT.update(key=None, runner=None)
+        _CURRENT.update(key=None, runner=None, busy=0)
 
 
 atexit.register(close_runner)  # the app server stopping ends its workers and its local cluster

@@ -7,6 +7,7 @@ next run of the same settings measures only what is missing."""
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -96,13 +97,18 @@ def run_sensitivity_live(criterion: str, split: str, ratios: tuple[float, ...],
     ``draw(record)`` as cells arrive (at most every ``LIVE_DRAW_SECONDS``). The record is in the session's
     state before the first cell, so a click mid-run keeps every finished cell, and running again resumes.
     ``cluster``: (address, workers) runs one task per group on a Ray cluster (``cluster.run_on_control``)."""
-    from pruning_core.sensitivity import sensitivity_table
-
     from .cluster import runner_for
+
+    with runner_for(*cluster) if cluster is not None else contextlib.nullcontext() as runner:
+        return _sensitivity_live(criterion, split, ratios, draw, runner)
+
+
+def _sensitivity_live(criterion: str, split: str, ratios: tuple[float, ...],
+                      draw: Callable[[SensitivityRecord], None], runner) -> SensitivityRecord:
+    from pruning_core.sensitivity import sensitivity_table
 
     s = state()
     wb = s.workbench
-    runner = runner_for(*cluster) if cluster is not None else None
     key = (s.key, criterion, split, tuple(ratios))
     group_scores = scores(criterion)
     record = s.sensitivities.get(key)

@@ -29,9 +29,13 @@ def run_sweep_live(methods: list[str], ratios: list[float], structured: str,
     ``cluster``: None runs here; (address, workers) runs on a Ray cluster (``cluster.run_on_control``), points
     arriving as they finish; a click cancels what has not finished. Raises ``RayUnavailable`` when the cluster
     cannot be reached or its workers cannot build the workbench (nothing is recorded then)."""
+    with runner_for(*cluster) if cluster is not None else contextlib.nullcontext() as runner:
+        return _sweep_live(methods, ratios, structured, runner)
+
+
+def _sweep_live(methods: list[str], ratios: list[float], structured: str, runner) -> SweepRecord:
     s = state()
     wb = s.workbench
-    runner = runner_for(*cluster) if cluster is not None else None
     record = SweepRecord(SweepSettings(tuple(methods), tuple(ratios), structured),
                          meta=sweep_meta(wb, structured))
     s.sweeps[s.key] = record

@@ -83,3 +83,13 @@ def test_without_ray_or_a_sendable_model_the_sweep_runs_here(app, state, monkeyp
     at.run()
     assert any("cannot be sent to workers: a whole pickled model" in w.value for w in at.warning)
     assert explorer_ui  # the package imports with the cluster control
+
+
+def test_a_job_while_the_workers_run_another_sessions_job_is_refused_not_queued(app, state, monkeypatch):
+    monkeypatch.setattr(cluster, "ray_available", lambda: True)
+    monkeypatch.setattr(cluster, "_CURRENT", {"key": ("elsewhere", 0, "another model"), "runner": None, "busy": 1})
+    at = _sweep(app, "ray")
+    at.button[0].click().run()
+    assert not at.exception
+    assert any("running another job" in e.value for e in at.error)
+    assert state(at).sweep is None  # nothing recorded for a job that did not start

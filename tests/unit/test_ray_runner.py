@@ -176,6 +176,10 @@ def test_a_stopped_sweep_keeps_what_finished_and_the_runner_goes_on(runner, loca
     for p in points:
         assert p.row["accuracy"] == expected.loc[(p.row["method"], p.row["ratio"]), "accuracy"]
     _same_points(run_sweep(local, METHODS, RATIOS, runner=runner), in_process)
+    stream = runner.sweep(local, METHODS, RATIOS)  # closed early, as a click in the app closes it
+    next(stream)
+    stream.close()
+    _same_points(run_sweep(local, METHODS, RATIOS, runner=runner), in_process)
 
 
 def test_the_command_line_on_a_local_cluster(runner, local, tmp_path, capsys):
