@@ -10,6 +10,7 @@ job is refused with the reason, never left waiting for workers that are busy).
 from __future__ import annotations
 
 import atexit
+import concurrent.futures
 import contextlib
 import threading
 from collections.abc import Iterator
@@ -55,6 +56,23 @@ def run_on_control(where: str) -> tuple[str, str, int] | None:
     return address.strip(), int(workers)
 
 
+# Ray starts a local cluster's processes (GCS, raylet) so that they die with the *thread* that started them
+# (PR_SET_PDEATHSIG). A Streamlit script thread ends with its session, which would take the cluster down under the
+# other sessions' feet (and Ray then ends this whole process): runners are started and closed on one thread that
+# lives as long as the process.
+_OWNER = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="ray-owner")
+
+
+def _start(recipe, address: str, workers: int) -> RayRunner:
+    runner = RayRunner(recipe, address=address or None, workers=workers or None)
+    try:
+        runner.infos()  # wait until every worker has built its workbench: a refused file fails here
+    except RayUnavailable:
+        runner.close()
+        raise
+    return runner
+
+
 @contextlib.contextmanager
 def runner_for(address: str, workers: int) -> Iterator[RayRunner]:
     """The process's Ray runner for this session's workbench recipe on ``address`` with ``workers`` (0: default),
@@ -72,14 +90,9 @@ def runner_for(address: str, workers: int) -> Iterator[RayRunner]:
             old = _CURRENT["runner"]
             _CURRENT.update(key=None, runner=None)
             if old is not None:
-                old.close()
+                _OWNER.submit(old.close).result()
             with st.spinner("Starting the Ray workers (each loads the model and data once)…"):
-                runner = RayRunner(recipe, address=address or None, workers=workers or None)
-                try:
-                    runner.infos()  # wait until every worker has built its workbench: a refused file fails here
-                except RayUnavailable:
-                    runner.close()
-                    raise
+                runner = _OWNER.submit(_start, recipe, address, workers).result()
             _CURRENT.update(key=key, runner=runner)
         _CURRENT["busy"] += 1
         runner = _CURRENT["runner"]
@@ -93,9 +106,13 @@ def runner_for(address: str, workers: int) -> Iterator[RayRunner]:
 def close_runner() -> None:
     """End the process's Ray workers (and the local cluster the app started, with its helper processes)."""
     with _LOCK:
-        if _CURRENT["runner"] is not None:
-            _CURRENT["runner"].close()
+        runner = _CURRENT["runner"]
         _CURRENT.update(key=None, runner=None, busy=0)
+    if runner is not None:
+        try:
+            _OWNER.submit(runner.close).result()
+        except RuntimeError:  # at interpreter exit the owner thread takes no more work: the process is ending
+            runner.close()
 
 
 atexit.register(close_runner)  # the app server stopping ends its workers and its local cluster

@@ -1,11 +1,14 @@
 """Run on a Ray cluster from the browser: the Sweep screen's "Run on" choice starts a local cluster, the sweep's
-points arrive from two workers and draw the same curves; a second sweep reuses the workers. Skipped when Ray (an
-optional extra) is absent."""
+points arrive from two workers and draw the same curves; a second sweep reuses the workers, and so does a new
+browser session after the first one closed (the cluster belongs to the server, not to the session that started
+it). Skipped when Ray (an optional extra) is absent."""
 
 from __future__ import annotations
 
 import importlib.util
+import os
 import time
+from pathlib import Path
 
 import pytest
 from conftest import ARTIFACTS, wait_for_app_run
@@ -14,12 +17,26 @@ pytestmark = pytest.mark.skipif(importlib.util.find_spec("ray") is None,
                                 reason="Ray is an optional extra (requirements-extras.txt)")
 
 
-def test_a_sweep_runs_on_a_local_ray_cluster(page):
+def _running(name: str) -> bool:
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            if name in Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace"):
+                return True
+        except OSError:
+            pass
+    return False
+
+
+def _ray_sweep_page(page):
     page.get_by_text("99.07%").first.wait_for(timeout=60_000)
     page.get_by_test_id("stSidebarNav").get_by_text("Sweep", exact=True).click()
     wait_for_app_run(page)
     page.get_by_text("a Ray cluster", exact=True).click()
     wait_for_app_run(page)
+
+
+def test_a_sweep_runs_on_a_local_ray_cluster(page, browser, app_url):
+    _ray_sweep_page(page)
     page.screenshot(path=str(ARTIFACTS / "sweep_on_ray_choice.png"))
     workers = page.get_by_test_id("stNumberInput").filter(has_text="Workers").locator("input")
     workers.fill("2")
@@ -43,5 +60,26 @@ def test_a_sweep_runs_on_a_local_ray_cluster(page):
     wait_for_app_run(page, timeout=180_000)
     again = time.perf_counter() - start
     assert page.get_by_text("Sweep finished: 20 points", exact=False).count()
-    print(f"\nsweep on a local Ray cluster: {first:.1f} s with the cluster's start, {again:.1f} s again")
     assert again < first
+    page.context.close()  # the session that started the cluster ends; its script thread goes
+    time.sleep(5)
+    # the cluster's head processes are alive (a killed GCS would end the whole server a minute later)
+    assert _running("gcs_server") and _running("raylet"), "the local Ray cluster's head died with a script thread"
+    other = browser.new_context(viewport={"width": 1400, "height": 1500}).new_page()
+    try:
+        other.goto(app_url)
+        wait_for_app_run(other)
+        _ray_sweep_page(other)
+        workers = other.get_by_test_id("stNumberInput").filter(has_text="Workers").locator("input")
+        workers.fill("2")
+        workers.press("Enter")
+        wait_for_app_run(other)
+        start = time.perf_counter()
+        other.get_by_role("button", name="Run sweep").click()
+        other.get_by_text("Sweep finished: 20 points", exact=False).first.wait_for(timeout=120_000)
+        later = time.perf_counter() - start
+        assert not other.get_by_test_id("stException").count()
+    finally:
+        other.context.close()
+    print(f"\nsweep on a local Ray cluster: {first:.1f} s with the cluster's start, {again:.1f} s again, "
+          f"{later:.1f} s from a new session")
