@@ -86,7 +86,10 @@ if record and record.workbench_key == state.key:
     st.success(f"Verified: the exported model reproduces the {v['reference']} on {v['samples']} samples "
                f"(max |difference| {v['max_abs_difference']:.2g}{top1}); every file below was loaded back and "
                "checked.")
-    rows = [{"file": o["file"], "format": fmt, "size": bundle.files.get(o["file"]),
+    def size(name: str) -> int:  # a folder (the Hugging Face one): its files together
+        return bundle.files.get(name) or sum(n for f, n in bundle.files.items() if f.startswith(name.rstrip("/") + "/"))
+
+    rows = [{"file": o["file"], "format": fmt, "size": size(o["file"]),
              "status": "verified by reloading" if o["status"] == "ok" else f"left out: {o['error']}"}
             for fmt, o in report["formats"].items()]
     rows += [{"file": n, "format": "", "size": s, "status": ""} for n, s in bundle.files.items()
