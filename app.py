@@ -12,6 +12,7 @@ from pruning_core import runtime
 # once per process: one thread count for every session's torch work, and the imported modules kept out of the
 # full garbage collection Streamlit runs after every script run (pruning_core/runtime.py says why)
 runtime.configure_threads()
+runtime.tune_malloc()  # freed activations reused by the next batch (runtime.py says why)
 runtime.freeze_long_lived_objects()
 
 # an emoji, not a material icon: with a material icon and no page_icon the browser fetches fonts online

@@ -83,8 +83,10 @@ def measure(path: str, model_name: str = "digits-cnn") -> dict:
     import torch
 
     from pruning_core import Workbench, load_builtin, load_npz
+    from pruning_core.runtime import tune_malloc
 
     torch.set_num_threads(max(1, min(4, os.cpu_count() or 1)))
+    tune_malloc()  # as the app and the command line do (PRUNING_EXPLORER_SYSTEM_MALLOC=1: glibc's defaults)
     model = load_builtin(model_name)
     data = Path(path).read_bytes()
     gc.collect()

@@ -68,7 +68,7 @@ from .methods import REGISTRY, make_method
 from .models import ARCHITECTURES, DEMO_MODELS
 from .plan import PlanError, check_ratio
 from .recipes import DataRecipe, ModelRecipe, RecipeError, WorkbenchRecipe
-from .runtime import configure_threads
+from .runtime import configure_threads, tune_malloc
 from .sensitivity import ENGINES, SPLITS, pivot, sensitivity_table, to_csv, to_json
 from .session import open_workbench
 from .structure import GroupError
@@ -178,6 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
         configure_threads()  # once per process: torch and BLAS pools (PRUNING_EXPLORER_THREADS overrides)
+        tune_malloc()  # freed activations reused by the next batch (runtime.py says why)
         return {"models": _models, "methods": _methods, "sweep": _sweep, "export": _export,
                 "check": _check, "sensitivity": _sensitivity}[args.command](args)
     except (UsageError, ModelLoadError, DataError, PlanError, GroupError, ExportError, NeedsLabels) as e:

@@ -78,7 +78,10 @@ class EvalWorker:
     need Ray."""
 
     def __init__(self, recipe: WorkbenchRecipe, threads: int, device: str | None):
+        from .runtime import tune_malloc
+
         torch.set_num_threads(max(1, int(threads)))
+        tune_malloc()
         start = time.perf_counter()
         self.wb = recipe.build(device=device)
         self.build_seconds = time.perf_counter() - start

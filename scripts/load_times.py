@@ -18,7 +18,9 @@ import time
 
 STEPS = r"""
 import time, torch
+from pruning_core.runtime import tune_malloc
 torch.set_num_threads({threads})
+tune_malloc()  # as the app does
 t = time.perf_counter()
 {load}
 model_s = time.perf_counter() - t
