@@ -36,25 +36,23 @@ step. A bad argument or input prints one line to stderr and exits with status 2.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import importlib.util
 import json
 import math
-import stat
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import torch
 
 from .checks import CHECKS, NeedsLabels, format_table, run_check, unavailable
+from .cli_cluster import add_ray_options, cluster_runner
+from .cli_files import UsageError, output_file, output_folder, read_input, removed_if_failed, write_output
 from .cli_inputs import (
     DATASETS,
     SENTENCE_ENCODER,
     bundled_dataset,
-    bundled_recipe,
     default_dataset,
     first_samples,
     load_model_by_name,
@@ -62,22 +60,17 @@ from .cli_inputs import (
 from .data import DataError, load_npz
 from .export import FORMATS, ExportError, export_plan, format_report
 from .importance.criteria import CRITERIA, channel_scores
-from .limits import max_file_bytes, max_ratios, too_large, too_many_ratios
+from .limits import max_ratios, too_many_ratios
 from .loading import LoadedModel, ModelLoadError, load_model_file
 from .methods import REGISTRY, make_method
 from .models import ARCHITECTURES, DEMO_MODELS
 from .plan import PlanError, check_ratio
-from .recipes import DataRecipe, ModelRecipe, RecipeError, WorkbenchRecipe
 from .runtime import configure_threads, tune_malloc
 from .sensitivity import ENGINES, SPLITS, pivot, sensitivity_table, to_csv, to_json
 from .session import open_workbench
 from .structure import GroupError
 from .sweep import ratio_grid, run_sweep
 from .workbench import Workbench
-
-
-class UsageError(Exception):
-    """A bad command line or input: reported in one line, exit status 2."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -108,15 +101,6 @@ def build_parser() -> argparse.ArgumentParser:
                        "sentences: 128; digits and .npz: the first N of the calibration split)")
         p.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda when available")
 
-    def ray_options(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
-                       help="spread the work over a Ray cluster (an optional extra): --ray alone starts a local "
-                       "cluster on this machine, --ray auto joins the cluster this machine belongs to, --ray "
-                       "HOST:6379 or ray://HOST:10001 a remote one")
-        p.add_argument("--ray-workers", type=int, metavar="N",
-                       help="workers (default: one per GPU, else the cluster's CPUs / --ray-threads)")
-        p.add_argument("--ray-threads", type=int, default=1, metavar="N", help="torch threads per worker (default 1)")
-
     sweep = sub.add_parser("sweep", help="evaluate methods x ratios; write sweep.json, points.csv, layers.csv")
     model_and_data(sweep)
     sweep.add_argument("--methods", required=True, help="comma-separated method keys (see 'methods')")
@@ -127,7 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--structured", choices=["sliced", "masked"], default="sliced",
                        help="evaluate structured plans on the physically smaller model or the masked one")
     sweep.add_argument("--out", type=Path, required=True, help="output folder")
-    ray_options(sweep)
+    add_ray_options(sweep)
 
     export = sub.add_parser("export", help="export one pruned model as a verified zip bundle")
     model_and_data(export)
@@ -170,7 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
     sens.add_argument("--engine", choices=ENGINES, default="suffix",
                       help="suffix: re-run only the layers from each group's first one (default); naive: full passes")
     sens.add_argument("--out", type=Path, required=True, help="the table to write: a .csv or .json file")
-    ray_options(sens)
+    add_ray_options(sens)
     return parser
 
 
@@ -210,7 +194,7 @@ def _methods(args) -> int:
 def _sweep(args) -> int:
     methods = _method_keys(args.methods)
     ratios = ratios_from_args(args)
-    with _removed_if_failed(_output_folder(args.out, "--out")):  # an unwritable folder fails before the work
+    with removed_if_failed(output_folder(args.out, "--out")):  # an unwritable folder fails before the work
         return _sweep_into(args, methods, ratios)
 
 
@@ -227,13 +211,13 @@ def _sweep_into(args, methods: list[str], ratios: list[float]) -> int:
 
     _log(f"sweeping {len(methods)} methods x {len(ratios)} ratios = {total} points on {wb.device} ({wb.task.kind}: "
          f"{', '.join(m.label for m in wb.task.metrics)})")
-    with _runner(args, loaded, wb) as runner:
+    with cluster_runner(args, loaded, read_input, UsageError, _log) as runner:
         result = run_sweep(wb, methods, ratios, args.structured, progress, runner=runner)
     result.meta.update({"model_file": str(args.weights) if args.weights else None, "kind": loaded.kind,
                         "architecture": loaded.architecture})
     points_csv, layers_csv = result.to_csv()
     for name, text in (("sweep.json", result.to_json()), ("points.csv", points_csv), ("layers.csv", layers_csv)):
-        _write(args.out / name, text.encode(), "--out")
+        write_output(args.out / name, text.encode(), "--out")
     columns = ["method", "ratio", *[m.key for m in wb.task.metrics if m.key != "loss"], "params_fraction",
                "flops_fraction", "sparsity"]
     print(result.points[columns].to_string(index=False, float_format=lambda v: f"{v:.4f}"))
@@ -256,7 +240,7 @@ def _export(args) -> int:
     bad = [f for f in formats if f not in FORMATS]
     if bad:
         raise UsageError(f"unknown export format {bad[0]!r}; choose from {', '.join(FORMATS)}")
-    with _removed_if_failed(_output_file(args.out, "--out")):  # an unwritable file fails before the work
+    with removed_if_failed(output_file(args.out, "--out")):  # an unwritable file fails before the work
         return _export_to(args, method, ratio, formats)
 
 
@@ -267,7 +251,7 @@ def _export_to(args, method: str, ratio: float, formats: list[str]) -> int:
     _log("exporting and verifying " + ", ".join(formats))
     bundle = export_plan(wb, plan, formats, atol=args.atol, latency_repeats=args.latency_repeats,
                          architecture=loaded.architecture)
-    _write(args.out, bundle.zip_bytes, "--out")
+    write_output(args.out, bundle.zip_bytes, "--out")
     print(format_report(bundle.report), end="")
     _log(f"wrote {args.out} ({len(bundle.zip_bytes):,} bytes)")
     return 0
@@ -278,7 +262,7 @@ def _check(args) -> int:
     unknown = [k for k in keys if k not in CHECKS]
     if unknown or not keys:
         raise UsageError(f"unknown check {unknown[0] if unknown else args.checks!r}; available: {', '.join(CHECKS)}")
-    with _removed_if_failed(_output_file(args.json, "--json") if args.json else []):  # checked before the work
+    with removed_if_failed(output_file(args.json, "--json") if args.json else []):  # checked before the work
         return _check_with(args, keys)
 
 
@@ -323,7 +307,7 @@ def _check_with(args, keys: list[str]) -> int:
         print(f"{t['check']:8} on {t['model']:16} {t['seconds']:8.1f} s")
     print(f"total {time.perf_counter() - start:.1f} s")
     if args.json:
-        _write(args.json, json.dumps({"quick": args.quick, "long": args.long, "timings": timings,
+        write_output(args.json, json.dumps({"quick": args.quick, "long": args.long, "timings": timings,
                                       "results": [dataclasses.asdict(r) for r in results]}, indent=1).encode(),
                "--json")
     return 0
@@ -335,7 +319,7 @@ def _sensitivity(args) -> int:
     if args.out.suffix.lower() not in (".csv", ".json"):
         raise UsageError(f"--out {args.out} must end in .csv or .json")
     ratios = ratios_from_args(args)
-    with _removed_if_failed(_output_file(args.out, "--out")):  # an unwritable file fails before the work
+    with removed_if_failed(output_file(args.out, "--out")):  # an unwritable file fails before the work
         return _sensitivity_into(args, ratios)
 
 
@@ -361,7 +345,7 @@ def _sensitivity_into(args, ratios: list[float]) -> int:
             drops = ", ".join(f"{r['ratio']:g}: {r['drop']:+.4f}" for r in finished[row["group"]])
             _log(f"[{len(finished)}/{len(names)}] {row['group']} ({row['channels']} channels): {headline} drop {drops}")
 
-    with _runner(args, loaded, wb) as runner:
+    with cluster_runner(args, loaded, read_input, UsageError, _log) as runner:
         if runner is None:
             table = sensitivity_table(wb, scores, ratios, groups=groups, split=args.split, on_row=on_row,
                                       engine=args.engine, criterion=args.criterion)
@@ -374,7 +358,7 @@ def _sensitivity_into(args, ratios: list[float]) -> int:
     if meta["fallback"]:
         _log(f"note: full passes instead of suffixes: {meta['fallback']}")
     text = to_json(table) if args.out.suffix.lower() == ".json" else to_csv(table)
-    _write(args.out, text.encode(), "--out")
+    write_output(args.out, text.encode(), "--out")
     print(f"{headline} drop (dense {headline} {meta['dense_headline']:.4f}, {args.split} split), groups x ratios "
           "removed:")
     print(pivot(table, "drop").to_string(float_format=lambda v: f"{v:.4f}"))
@@ -425,145 +409,19 @@ def _workbench(args) -> tuple[LoadedModel, Workbench]:
     if args.device == "cuda" and not torch.cuda.is_available():
         raise UsageError("CUDA is not available on this machine; use --device cpu")
     if args.weights:
-        loaded = load_model_file(_read_input(args.weights), args.weights.name, args.architecture, args.trust_pickle)
+        loaded = load_model_file(read_input(args.weights), args.weights.name, args.architecture, args.trust_pickle)
     else:
         loaded = load_model_by_name(args.model or "digits-resnet")
     n_eval, n_calib = getattr(args, "eval_samples", None), getattr(args, "calib_samples", None)
     dataset = getattr(args, "dataset", None) or (None if args.data else default_dataset(loaded))
     if args.data:
-        splits = first_samples(load_npz(_read_input(args.data), args.data.name), n_eval, n_calib)
+        splits = first_samples(load_npz(read_input(args.data), args.data.name), n_eval, n_calib)
     else:
         splits = bundled_dataset(dataset, loaded, n_eval, n_calib)
     _log(f"model {loaded.name} ({loaded.kind}), data {splits.name}")
     for note in loaded.notes + ([splits.note] if splits.note else []):
         _log(f"note: {note}")
     return loaded, open_workbench(loaded, splits, device=args.device, bundled_data=dataset == "digits")
-
-
-def _recipe(args, loaded: LoadedModel) -> WorkbenchRecipe:
-    """How a Ray worker builds the same workbench as ``_workbench``: the model file's bytes or the built-in name,
-    the data file's bytes or the bundled set's options, read there by the same loaders."""
-    n_eval, n_calib = getattr(args, "eval_samples", None), getattr(args, "calib_samples", None)
-    try:
-        if args.weights:
-            model = ModelRecipe.of("file", _read_input(args.weights), trust_pickle=args.trust_pickle,
-                                   filename=args.weights.name, architecture=args.architecture)
-        else:
-            model = ModelRecipe.of("builtin", name=args.model or "digits-resnet")
-    except RecipeError as e:
-        raise UsageError(f"--ray: {e}") from None
-    if args.data:
-        data = DataRecipe.of("npz", _read_input(args.data), n_eval=n_eval, n_calib=n_calib, filename=args.data.name)
-    else:
-        data = bundled_recipe(getattr(args, "dataset", None) or default_dataset(loaded), loaded, n_eval, n_calib)
-    return WorkbenchRecipe(model, data, name=loaded.name)
-
-
-@contextlib.contextmanager
-def _runner(args, loaded: LoadedModel, wb: Workbench):
-    """None without ``--ray``; else a ``RayRunner`` on the cluster ``--ray`` names, closed on the way out."""
-    if not getattr(args, "ray", None):
-        yield None
-        return
-    from .ray_runner import RayRunner, RayUnavailable
-
-    if args.ray_workers is not None and args.ray_workers < 1:
-        raise UsageError(f"--ray-workers must be at least 1, got {args.ray_workers}")
-    if args.ray_threads < 1:
-        raise UsageError(f"--ray-threads must be at least 1, got {args.ray_threads}")
-    recipe = _recipe(args, loaded)
-    address = None if args.ray == "local" else args.ray
-    try:
-        runner = RayRunner(recipe, address=address, workers=args.ray_workers, threads=args.ray_threads)
-    except RayUnavailable as e:
-        raise UsageError(str(e)) from None
-    with runner:
-        infos = runner.infos()
-        _log(f"ray: {len(infos)} workers on {address or 'a local cluster'} ("
-             f"{', '.join(sorted({i['device'] for i in infos}))}, {args.ray_threads} thread(s) each), workbenches "
-             f"built in {max(i['build_seconds'] for i in infos):.1f} s")
-        yield runner
-
-
-def _read_input(path: Path) -> bytes:
-    """A model or data file's bytes. Its size on disk is checked against ``max_file_bytes()`` before anything is
-    read, and a folder, device or pipe is refused rather than read."""
-    limit = max_file_bytes()
-    try:
-        info = path.stat()
-        if stat.S_ISDIR(info.st_mode):
-            raise UsageError(f"cannot read {path}: it is a folder, not a file")
-        if not stat.S_ISREG(info.st_mode):
-            raise UsageError(f"cannot read {path}: not a regular file")
-        if info.st_size > limit:
-            raise UsageError(too_large(f"{path.name} ({info.st_size:,} bytes on disk)", info.st_size))
-        with path.open("rb") as f:
-            data = f.read(limit + 1)  # never more than the limit, even if the file grew since
-    except OSError as e:
-        raise UsageError(f"cannot read {path}: {e.strerror or e}") from e
-    if len(data) > limit:
-        raise UsageError(too_large(f"{path.name} (over {limit:,} bytes)", len(data)))
-    return data
-
-
-def _output_folder(folder: Path, flag: str, target: Path | None = None) -> list[Path]:
-    """Create ``folder`` (and its parents) and check that a file can be written in it. Returns the folders this
-    created, outermost first, so that a run that fails can remove them again. ``target``: the path the message
-    names (the file to be written in ``folder``; default the folder itself)."""
-    target = target or folder
-    missing: list[Path] = []
-    try:
-        if folder.exists() and not folder.is_dir():
-            raise UsageError(f"cannot write {flag} {target}: "
-                             f"{'it' if target == folder else folder} is a file, not a folder")
-        missing = [p for p in (folder, *folder.parents) if not p.exists()][::-1]
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=folder):
-            pass
-    except OSError as e:
-        _remove_empty(missing)
-        raise UsageError(f"cannot write {flag} {target}: {e.strerror or e}") from e
-    return missing
-
-
-def _output_file(path: Path, flag: str) -> list[Path]:
-    """Check that the file ``path`` can be written, creating its folder if needed, without changing the file."""
-    created = _output_folder(path.parent, flag, path)
-    try:
-        if path.is_dir():
-            raise UsageError(f"cannot write {flag} {path}: it is a folder, not a file")
-        if path.exists():
-            with path.open("ab"):  # opened for appending, nothing written: its contents stay as they are
-                pass
-    except OSError as e:
-        raise UsageError(f"cannot write {flag} {path}: {e.strerror or e}") from e
-    return created
-
-
-def _write(path: Path, data: bytes, flag: str) -> None:
-    try:
-        path.write_bytes(data)
-    except OSError as e:
-        raise UsageError(f"cannot write {flag} {path}: {e.strerror or e}") from e
-
-
-@contextlib.contextmanager
-def _removed_if_failed(folders: list[Path]):
-    """Remove the output folders this run created if it fails: a failed run leaves nothing behind."""
-    try:
-        yield
-    except BaseException:
-        _remove_empty(folders)
-        raise
-
-
-def _remove_empty(folders: list[Path]) -> None:
-    """Remove the folders a failed run created (innermost first), as long as they are still empty."""
-    for folder in reversed(folders):
-        try:
-            folder.rmdir()
-        except OSError:
-            return
 
 
 def _log(message: str) -> None:

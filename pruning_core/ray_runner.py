@@ -266,7 +266,7 @@ class RayRunner:
         from . import sensitivity as sens
 
         budget = sens.DEFAULT_MEMORY_BUDGET if memory_budget is None else memory_budget
-        ratios = sorted({sens._cell(check_ratio(r)) for r in ratios})
+        ratios = sorted({sens.cell_ratio(check_ratio(r)) for r in ratios})
         if not ratios:
             raise sens.PlanError("the sensitivity analysis needs at least one ratio")
         if engine not in sens.ENGINES:
@@ -282,8 +282,8 @@ class RayRunner:
         names = [g for g in order if g in scores and (groups is None or g in groups)]
         done_rows: dict[str, list[dict]] = {}
         if done is not None and len(done):
-            for row in sens._typed(done).to_dict(orient="records"):
-                if row["group"] in names and sens._cell(row["ratio"]) in ratios:
+            for row in sens.typed_table(done).to_dict(orient="records"):
+                if row["group"] in names and sens.cell_ratio(row["ratio"]) in ratios:
                     done_rows.setdefault(row["group"], []).append(row)
         started = time.perf_counter()
         scores_ref = self._ray.put({g: scores[g] for g in names})
@@ -306,7 +306,7 @@ class RayRunner:
                         if on_row is not None:
                             on_row(dict(row))
         position = {g: i for i, g in enumerate(names)}
-        table = sens._typed(sorted(rows, key=lambda r: (position[r["group"]], r["ratio"])))
+        table = sens.typed_table(sorted(rows, key=lambda r: (position[r["group"]], r["ratio"])))
         table.attrs["meta"] = _merged_meta(wb, metas, names, ratios, engine, split, criterion, len(done_rows),
                                            sum(len(v) for v in done_rows.values()), time.perf_counter() - started,
                                            self.n_workers)

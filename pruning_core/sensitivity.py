@@ -49,7 +49,7 @@ SPLITS = ("eval", "calib")
 DEFAULT_MEMORY_BUDGET = 2 * 2**30  # bytes of cached activations the suffix engine may hold for the whole split
 __all__ = ["COLUMNS", "DEFAULT_MEMORY_BUDGET", "ENGINES", "METRICS", "SPLITS", "cache_key", "from_json",
            "group_plan", "pivot", "prepared_suffixes", "removed_channels", "sensitivity_table", "suffix_fractions",
-           "to_csv", "to_json"]
+           "to_csv", "to_json", "cell_ratio", "typed_table"]
 _DTYPES = {"group": str, "ratio": float, "channels": int, "channels_removed": int, **{m: float for m in METRICS},
            "seconds": float}
 
@@ -84,7 +84,8 @@ def cache_key(model: str, criterion: str, split: str, ratios: Iterable[float], g
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _typed(rows: list[dict] | pd.DataFrame) -> pd.DataFrame:
+def typed_table(rows: list[dict] | pd.DataFrame) -> pd.DataFrame:
+    """Rows (dicts or a frame) as a table of ``COLUMNS`` with their dtypes, empty or not."""
     df = pd.DataFrame(rows, columns=COLUMNS)
     return df.astype(_DTYPES) if len(df) else df.astype({k: ("object" if v is str else v) for k, v in _DTYPES.items()})
 
@@ -102,7 +103,7 @@ def pivot(table: pd.DataFrame, metric: str = "accuracy_drop") -> pd.DataFrame:
 def to_json(table: pd.DataFrame) -> str:
     """The table and its meta as JSON (``from_json`` reads it back)."""
     return json.dumps({"meta": table.attrs.get("meta", {}), "columns": COLUMNS,
-                       "rows": _typed(table).to_dict(orient="records")}, indent=1)
+                       "rows": typed_table(table).to_dict(orient="records")}, indent=1)
 
 
 def from_json(text: str) -> pd.DataFrame:
@@ -110,17 +111,18 @@ def from_json(text: str) -> pd.DataFrame:
     data = json.loads(text)
     if not isinstance(data, dict) or data.get("columns") != COLUMNS or not isinstance(data.get("rows"), list):
         raise ValueError("not a sensitivity table (expected the JSON that sensitivity.to_json writes)")
-    table = _typed(data["rows"])
+    table = typed_table(data["rows"])
     table.attrs["meta"] = data.get("meta", {})
     return table
 
 
 def to_csv(table: pd.DataFrame) -> str:
     """The rows as CSV (the meta stays in the JSON form)."""
-    return _typed(table).to_csv(index=False)
+    return typed_table(table).to_csv(index=False)
 
 
-def _cell(ratio: float) -> float:
+def cell_ratio(ratio: float) -> float:
+    """A ratio as a table cell's key: rounded to 9 decimals, so 0.1 + 0.2 and 0.3 name one cell."""
     return round(float(ratio), 9)
 
 
@@ -237,7 +239,7 @@ def sensitivity_table(wb: Workbench, scores: dict[str, torch.Tensor], ratios: It
         raise ValueError(f"unknown engine {engine!r}; choose from {', '.join(ENGINES)}")
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; choose from {', '.join(SPLITS)}")
-    ratios = sorted({_cell(check_ratio(r)) for r in ratios})
+    ratios = sorted({cell_ratio(check_ratio(r)) for r in ratios})
     if not ratios:
         raise PlanError("the sensitivity analysis needs at least one ratio")
     order = [g.name for g in wb.groups.groups]
@@ -254,9 +256,9 @@ def sensitivity_table(wb: Workbench, scores: dict[str, torch.Tensor], ratios: It
         missing = [c for c in COLUMNS if c not in done.columns]
         if missing:
             raise ValueError(f"the finished rows lack the column(s) {', '.join(missing)}; expected {COLUMNS}")
-        for row in _typed(done).to_dict(orient="records"):
-            if row["group"] in names and _cell(row["ratio"]) in ratios:
-                done_rows[(row["group"], _cell(row["ratio"]))] = row
+        for row in typed_table(done).to_dict(orient="records"):
+            if row["group"] in names and cell_ratio(row["ratio"]) in ratios:
+                done_rows[(row["group"], cell_ratio(row["ratio"]))] = row
 
     wb.restore()
     if split == "eval":
@@ -320,7 +322,7 @@ def sensitivity_table(wb: Workbench, scores: dict[str, torch.Tensor], ratios: It
         wb.restore()
     meta["seconds"] = time.perf_counter() - started
     position = {g: i for i, g in enumerate(names)}
-    table = _typed(sorted(rows.values(), key=lambda r: (position[r["group"]], r["ratio"])))
+    table = typed_table(sorted(rows.values(), key=lambda r: (position[r["group"]], r["ratio"])))
     table.attrs["meta"] = meta
     return table
 

@@ -204,7 +204,7 @@ GROUPS = {"resnet20-cifar": (12, 0), "resnet56-cifar": (30, 0), "resnet18": (12,
           "vgg16-bn": (15, 0), "mobilenet-v2": (25, 0), "efficientnet-lite0": (24, 0), "vit-tiny": (24, 1)}
 
 
-def _with_batch_statistics(model: torch.nn.Module, x: torch.Tensor) -> torch.nn.Module:
+def with_batch_statistics(model: torch.nn.Module, x: torch.Tensor) -> torch.nn.Module:
     """BatchNorm running statistics set to the batch's own (one training-mode pass, cumulative average): at
     random initialisation with the default statistics (mean 0, variance 1) the deep nets' activations vanish and
     every input gets the same output, which would hide a wrong slice."""
@@ -221,7 +221,7 @@ def _with_batch_statistics(model: torch.nn.Module, x: torch.Tensor) -> torch.nn.
 def _workbench(name: str) -> Workbench:
     res = RESOLUTION[name]
     data = synthetic_images(4, (3, res, res), 10)
-    return Workbench(_with_batch_statistics(_build_small(name), data.eval.x), data, device="cpu")
+    return Workbench(with_batch_statistics(_build_small(name), data.eval.x), data, device="cpu")
 
 
 @pytest.mark.parametrize("name", sorted(GROUPS))

@@ -280,12 +280,12 @@ def test_read_only_output_folder(tmp_path, capsys):
 
 def test_an_output_folder_that_refuses_files(tmp_path, capsys, monkeypatch):
     """What a read-only folder does for a user who is not root (root may write anywhere, so it is simulated)."""
-    import pruning_core.cli as cli
+    import pruning_core.cli_files as cli_files
 
     def refused(*args, **kwargs):
         raise PermissionError(errno.EACCES, "Permission denied")
 
-    monkeypatch.setattr(cli.tempfile, "TemporaryFile", refused)
+    monkeypatch.setattr(cli_files.tempfile, "TemporaryFile", refused)
     assert main(["sweep", "--methods", "random", "--ratios", "0.5", "--out", str(tmp_path / "a" / "run")]) == 2
     assert f"cannot write --out {tmp_path / 'a' / 'run'}: Permission denied" in _one_error_line(capsys)
     assert not any(tmp_path.iterdir())  # the folders it created are removed again

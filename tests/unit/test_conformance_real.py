@@ -1,6 +1,6 @@
 """The conformance suite on the real architectures (pruning_core.models), at sizes that run in seconds: the same
 property checks as tests/unit/test_conformance.py (imported from it), on random Gaussian inputs with random
-labels and BatchNorm statistics set to the batch's own (see test_architectures._with_batch_statistics).
+labels and BatchNorm statistics set to the batch's own (see test_architectures.with_batch_statistics).
 
 Families and sizes: CIFAR ResNet-20 at 8x8 (ResNet-56 is the same class with 9 blocks per stage); VGG-16-BN's
 code (``models.vgg.VGG``) at configuration D's depth with 8-16 channels per conv and a 32-wide classifier, at
@@ -23,7 +23,7 @@ import functools
 
 import pytest
 import torch
-from test_architectures import _with_batch_statistics
+from test_architectures import with_batch_statistics
 from test_conformance import (
     check_deterministic,
     check_finite_and_exact_restore,
@@ -90,7 +90,7 @@ def workbench(model: str) -> Workbench:
     build, res = FAMILIES[model]
     torch.manual_seed(0)
     data = synthetic_images(SAMPLES, (3, res, res), 10)
-    return Workbench(_with_batch_statistics(build(), data.train.x), data, device="cpu", name=model)
+    return Workbench(with_batch_statistics(build(), data.train.x), data, device="cpu", name=model)
 
 
 @functools.cache
