@@ -149,10 +149,19 @@ class RecoveryRecord:
         return pd.DataFrame(self.rows)
 
 
-def run_recovery_live(methods: list[str], ratios: list[float], epochs: int, structured: str) -> RecoveryRecord:
+def run_recovery_live(methods: list[str], ratios: list[float], epochs: int, structured: str,
+                      cluster: tuple[str, int] | None = None) -> RecoveryRecord:
     """Prune and fine-tune each method at each ratio with a progress bar; every finished point is kept in the
     session's state as it arrives (a click stops the run and keeps them). Rows already measured with the same
-    epochs are not measured again."""
+    epochs are not measured again. ``cluster``: (address, workers) runs one task per (method, ratio) on a Ray
+    cluster (``cluster.run_on_control``); the bar then moves per finished point."""
+    from .cluster import runner_for
+
+    with runner_for(*cluster) if cluster is not None else contextlib.nullcontext() as runner:
+        return _recovery_live(methods, ratios, epochs, structured, runner)
+
+
+def _recovery_live(methods: list[str], ratios: list[float], epochs: int, structured: str, runner) -> RecoveryRecord:
     from pruning_core.recovery import finetune_steps, run_recovery
 
     s = state()
@@ -168,6 +177,24 @@ def run_recovery_live(methods: list[str], ratios: list[float], epochs: int, stru
     record.planned = len(have) + len(todo)
     total = finetune_steps(wb, epochs)
     bar = st.progress(0.0, text="Fine-tuning…")
+    if runner is not None:  # one task per (method, ratio) on the workers, in any order
+        pairs = {}
+
+        def on_point(row: dict) -> None:
+            record.rows.append(dict(row))
+            if row["stage"] == "fine-tuned":
+                pairs[(row["method"], row["ratio"])] = True
+                bar.progress(len(pairs) / max(len(todo), 1), text=f"{len(pairs)}/{len(todo)} fine-tuned on "
+                             f"{runner.n_workers} Ray workers: {method_label(row['method'])} at ratio "
+                             f"{float(row['ratio']):.2f}")
+
+        grids: dict[tuple, list[str]] = {}  # methods that need the same ratios go in one job
+        for method in dict.fromkeys(m for m, _ in todo):
+            grids.setdefault(tuple(r for m, r in todo if m == method), []).append(method)
+        for grid_ratios, grid_methods in grids.items():
+            runner.recovery(wb, grid_methods, list(grid_ratios), epochs, structured=structured, on_point=on_point)
+        bar.progress(1.0, text=f"{len(todo)} fine-tuned point(s) measured on {runner.n_workers} Ray workers.")
+        return record
     last = [0.0]
     for i, (method, ratio) in enumerate(todo):
         def on_step(step: int, loss: float, i=i, method=method, ratio=ratio) -> None:

@@ -142,10 +142,11 @@ def recovery() -> None:
     st.caption(f"Each pruned model is fine-tuned on the training split (loss: {training_objective(wb)}) with its "
                "pruned weights held at zero, then evaluated like the sweep. The dense model and the sweep's points "
                "are never changed.")
+    tune_on = run_on_control("recovery")
     if st.button("Fine-tune", disabled=not tune_methods):
         try:
-            insight.run_recovery_live(tune_methods, ui.parse_ratios(listed), epochs, structured)
-        except PlanError as e:
+            insight.run_recovery_live(tune_methods, ui.parse_ratios(listed), epochs, structured, tune_on)
+        except (PlanError, RayUnavailable) as e:
             ui.show_error(e, "Fine-tuning did not run")
     rec = state.recoveries.get(state.key)
     if rec is not None and rec.rows:

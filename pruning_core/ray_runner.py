@@ -1,15 +1,17 @@
-"""Sweeps and sensitivity tables on a Ray cluster (Moritz et al., "Ray: A Distributed Framework for Emerging AI
-Applications", OSDI 2018): the same independent tasks as in this process, spread over actors.
+"""Sweeps, sensitivity tables and fine-tuning recoveries on a Ray cluster (Moritz et al., "Ray: A Distributed
+Framework for Emerging AI Applications", OSDI 2018): the same independent tasks as in this process, spread over
+actors.
 
-A job is a list of independent tasks: a sweep's (method, ratio) points (``sweep.sweep_tasks``), a sensitivity
-table's channel groups (each group with all its ratios, so the suffix engine computes the group's dense prefix
-once). ``RayRunner`` starts ``workers`` actors (``EvalWorker``); each builds its workbench once from a
-``recipes.WorkbenchRecipe`` (the model file and data as the person gave them, through Ray's object store, read by
-the same safe loaders as an upload), takes one GPU when the cluster has GPUs, and keeps every method it has
-prepared for the tasks that follow. Tasks go to whichever worker is free (at most ``queue`` waiting per worker),
-and each result is handed back the moment it arrives, in completion order, to the same callbacks the in-process
-code calls (the sweep's points, ``on_row`` of the sensitivity table). The assembled result is put in the
-in-process order, so it is the in-process result: same rows, same numbers (``tests/unit/test_ray_runner.py``).
+A job is a list of independent tasks: a sweep's (method, ratio) points (``sweep.sweep_tasks``), a recovery's
+(method, ratio) prune-and-fine-tune pairs, a sensitivity table's channel groups (each group with all its ratios, so
+the suffix engine computes the group's dense prefix once). ``RayRunner`` starts ``workers`` actors (``EvalWorker``);
+each builds its workbench once from a ``recipes.WorkbenchRecipe`` (the model file and data as the person gave them,
+through Ray's object store, read by the same safe loaders as an upload), takes one GPU when the cluster has GPUs,
+and keeps every method it has prepared for the tasks that follow. Tasks go to whichever worker is free (at most
+``queue`` waiting per worker), and each result is handed back the moment it arrives, in completion order, to the
+same callbacks the in-process code calls (the sweep's points, ``on_point`` of a recovery, ``on_row`` of the
+sensitivity table). The assembled result is put in the in-process order, so it is the in-process result: same rows,
+same numbers (``tests/unit/test_ray_runner.py``).
 
 Faults: the actors are created with ``max_restarts`` and ``max_task_retries``: a worker process that dies is
 restarted by Ray (rebuilding its workbench) and the tasks it held are run again; results already delivered stay
@@ -117,6 +119,21 @@ class EvalWorker:
                                   criterion=criterion, memory_budget=memory_budget,
                                   done=pd.DataFrame(done) if done else None)
         return table.to_dict(orient="records"), table.attrs["meta"], time.perf_counter() - start
+
+    def recovery_point(self, key: str, config: dict, ratio: float, epochs: int | None, structured: str,
+                       recipe: dict) -> tuple[list[dict], float]:
+        """The pruned and the fine-tuned rows of ``key`` at ``ratio`` (``recovery.run_recovery``) and this
+        worker's seconds."""
+        from .recovery import run_recovery
+
+        start = time.perf_counter()
+        ident = (key, repr(sorted(config.items())))
+        if ident not in self.methods:
+            from .methods import make_method
+
+            self.methods[ident] = make_method(key, **config).prepare(self.wb)
+        frame = run_recovery(self.wb, [self.methods[ident]], [ratio], epochs, structured=structured, **recipe)
+        return frame.to_dict(orient="records"), time.perf_counter() - start
 
     def prepared(self) -> list[str]:
         """The keys of the methods this worker has prepared, one entry per preparation."""
@@ -254,6 +271,36 @@ class RayRunner:
             for _, (point, seconds) in results:
                 self.busy_seconds.append(seconds)
                 yield point
+
+    def recovery(self, wb, methods: Iterable, ratios: Iterable[float], epochs: int | None = None,
+                 structured: str = "sliced", on_point: Callable[[dict], None] | None = None,
+                 should_stop: Callable[[], bool] | None = None, **recipe) -> pd.DataFrame:
+        """``recovery.run_recovery`` with one task per (method, ratio) (prune, evaluate, fine-tune, evaluate),
+        run on the workers; ``on_point(row)`` with each row as its task finishes. Same rows and numbers as in
+        this process at the same thread count, in its order. Training steps are not reported one by one."""
+        from .recovery import recovery_columns
+
+        if structured not in ("sliced", "masked"):
+            raise ValueError("structured must be 'sliced' or 'masked'")
+        ratios = [check_ratio(r) for r in ratios]
+        settings = [method_settings(m) for m in methods]
+        tasks = sweep_tasks(len(settings), ratios)
+
+        def call(task):
+            return lambda actor: actor.recovery_point.remote(*settings[task.method], task.ratio, epochs, structured,
+                                                             recipe)
+
+        done: dict[int, list[dict]] = {}
+        self.busy_seconds = []
+        with contextlib.closing(self._run([call(t) for t in tasks], should_stop)) as results:
+            for i, (rows, seconds) in results:
+                self.busy_seconds.append(seconds)
+                done[i] = rows
+                for row in rows:
+                    if on_point is not None:
+                        on_point(dict(row))
+        ordered = [row for i in sorted(done) for row in done[i]]
+        return pd.DataFrame(ordered, columns=recovery_columns(wb))
 
     def sensitivity(self, wb, scores: dict[str, torch.Tensor], ratios: Iterable[float], *,
                     groups: Iterable[str] | None = None, split: str = "eval", done: pd.DataFrame | None = None,

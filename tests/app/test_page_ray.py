@@ -93,3 +93,33 @@ def test_a_job_while_the_workers_run_another_sessions_job_is_refused_not_queued(
     assert not at.exception
     assert any("running another job" in e.value for e in at.error)
     assert state(at).sweep is None  # nothing recorded for a job that did not start
+
+
+def test_fine_tuning_on_a_local_ray_cluster_equals_fine_tuning_here(app, state, ray_cluster):
+    """Training sums in an order that depends on the thread count: equal at equal threads (the workers run one
+    each, so this process does too for the comparison)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        _compare_fine_tuning(app, state)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _compare_fine_tuning(app, state):
+    at = app.switch_page("pages/sweep.py").run()
+    at.multiselect(key="_recovery_methods").set_value(["group-l1"])
+    at.text_input(key="_recovery_ratios").set_value("0.5, 0.7")
+    at.number_input(key="_recovery_epochs").set_value(1)
+    at.radio(key="run_on_recovery").set_value("ray").run()
+    next(b for b in at.button if b.label == "Fine-tune").click().run(timeout=180)
+    assert not at.exception and not at.error, (at.exception, at.error)
+    on_ray = state(at).recoveries[state(at).key].frame()
+    assert len(on_ray) == 4
+    state(at).recoveries.clear()
+    at.radio(key="run_on_recovery").set_value("here").run()
+    next(b for b in at.button if b.label == "Fine-tune").click().run(timeout=180)
+    here = state(at).recoveries[state(at).key].frame()
+    pd.testing.assert_frame_equal(on_ray[here.columns], here, check_exact=True)

@@ -212,3 +212,16 @@ def test_a_file_the_upload_rules_refuse_is_refused_on_the_worker(runner):
         assert "\n" not in str(e.value)
     finally:
         bad.close()
+
+
+def test_fine_tuning_recovery_on_ray_equals_the_run_in_process(runner, local):
+    from pruning_core.recovery import run_recovery
+
+    rows = []
+    ours = runner.recovery(local, ["group-l1", "magnitude-global"], [0.5, 0.8], epochs=1, on_point=rows.append)
+    theirs = run_recovery(local, ["group-l1", "magnitude-global"], [0.5, 0.8], epochs=1)
+    pd.testing.assert_frame_equal(ours, theirs, check_exact=True)
+    assert len(rows) == 8 and {r["stage"] for r in rows} == {"pruned", "fine-tuned"}
+    tuned = theirs[theirs["stage"] == "fine-tuned"]
+    assert (tuned["steps"] > 0).all() and (tuned["accuracy"].to_numpy() > theirs[theirs["stage"] == "pruned"][
+        "accuracy"].to_numpy()).any()
