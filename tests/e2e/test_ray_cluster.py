@@ -31,14 +31,14 @@ def _ray_sweep_page(page):
     page.get_by_text("99.07%").first.wait_for(timeout=60_000)
     page.get_by_test_id("stSidebarNav").get_by_text("Sweep", exact=True).click()
     wait_for_app_run(page)
-    page.get_by_text("a Ray cluster", exact=True).click()
+    page.get_by_text("a Ray cluster", exact=True).first.click()  # the sweep's (the recovery has its own below)
     wait_for_app_run(page)
 
 
 def test_a_sweep_runs_on_a_local_ray_cluster(page, browser, app_url):
     _ray_sweep_page(page)
     page.screenshot(path=str(ARTIFACTS / "sweep_on_ray_choice.png"))
-    workers = page.get_by_test_id("stNumberInput").filter(has_text="Workers").locator("input")
+    workers = page.get_by_test_id("stNumberInput").filter(has_text="Workers").first.locator("input")
     workers.fill("2")
     workers.press("Enter")
     wait_for_app_run(page)
@@ -70,7 +70,7 @@ def test_a_sweep_runs_on_a_local_ray_cluster(page, browser, app_url):
         other.goto(app_url)
         wait_for_app_run(other)
         _ray_sweep_page(other)
-        workers = other.get_by_test_id("stNumberInput").filter(has_text="Workers").locator("input")
+        workers = other.get_by_test_id("stNumberInput").filter(has_text="Workers").first.locator("input")
         workers.fill("2")
         workers.press("Enter")
         wait_for_app_run(other)
