@@ -313,20 +313,7 @@ class RayRunner:
         from . import sensitivity as sens
 
         budget = sens.DEFAULT_MEMORY_BUDGET if memory_budget is None else memory_budget
-        ratios = sorted({sens.cell_ratio(check_ratio(r)) for r in ratios})
-        if not ratios:
-            raise sens.PlanError("the sensitivity analysis needs at least one ratio")
-        if engine not in sens.ENGINES:
-            raise ValueError(f"unknown engine {engine!r}; choose from {', '.join(sens.ENGINES)}")
-        if split not in sens.SPLITS:
-            raise ValueError(f"unknown split {split!r}; choose from {', '.join(sens.SPLITS)}")
-        order = [g.name for g in wb.groups.groups]
-        if groups is not None:
-            groups = list(groups)
-            unknown = [g for g in groups if g not in order]
-            if unknown:
-                raise ValueError(f"this model has no channel group {unknown[0]!r}; groups: {', '.join(order)}")
-        names = [g for g in order if g in scores and (groups is None or g in groups)]
+        ratios, names = sens.checked_cells(wb, scores, ratios, groups, split, engine)
         done_rows: dict[str, list[dict]] = {}
         if done is not None and len(done):
             for row in sens.typed_table(done).to_dict(orient="records"):

@@ -49,7 +49,7 @@ SPLITS = ("eval", "calib")
 DEFAULT_MEMORY_BUDGET = 2 * 2**30  # bytes of cached activations the suffix engine may hold for the whole split
 __all__ = ["COLUMNS", "DEFAULT_MEMORY_BUDGET", "ENGINES", "METRICS", "SPLITS", "cache_key", "from_json",
            "group_plan", "pivot", "prepared_suffixes", "removed_channels", "sensitivity_table", "suffix_fractions",
-           "to_csv", "to_json", "cell_ratio", "typed_table"]
+           "to_csv", "to_json", "cell_ratio", "checked_cells", "typed_table"]
 _DTYPES = {"group": str, "ratio": float, "channels": int, "channels_removed": int, **{m: float for m in METRICS},
            "seconds": float}
 
@@ -218,6 +218,26 @@ def _suffix_cells(wb: Workbench, graph: SuffixGraph, x: torch.Tensor, work: Work
                 yield group, ratio, torch.cat(outs[i]), seconds[i]
 
 
+def checked_cells(wb: Workbench, scores: dict, ratios: Iterable[float], groups: Iterable[str] | None, split: str,
+                  engine: str) -> tuple[list[float], list[str]]:
+    """The table's ratios (checked, merged, sorted) and groups (forward order, those with scores, within
+    ``groups``); a ``ValueError`` (``PlanError`` for the ratios) for an unknown engine, split or group."""
+    if engine not in ENGINES:
+        raise ValueError(f"unknown engine {engine!r}; choose from {', '.join(ENGINES)}")
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; choose from {', '.join(SPLITS)}")
+    ratios = sorted({cell_ratio(check_ratio(r)) for r in ratios})
+    if not ratios:
+        raise PlanError("the sensitivity analysis needs at least one ratio")
+    order = [g.name for g in wb.groups.groups]
+    if groups is not None:
+        groups = list(groups)
+        unknown = [g for g in groups if g not in order]
+        if unknown:
+            raise ValueError(f"this model has no channel group {unknown[0]!r}; groups: {', '.join(order)}")
+    return ratios, [g for g in order if g in scores and (groups is None or g in groups)]
+
+
 def sensitivity_table(wb: Workbench, scores: dict[str, torch.Tensor], ratios: Iterable[float], *,
                       groups: Iterable[str] | None = None, split: str = "eval", done: pd.DataFrame | None = None,
                       on_row: Callable[[dict], None] | None = None, engine: str = "suffix",
@@ -235,20 +255,7 @@ def sensitivity_table(wb: Workbench, scores: dict[str, torch.Tensor], ratios: It
     trace (or whose trace differs from it) falls back to ``naive``, the reason in ``attrs["meta"]["fallback"]``.
     ``memory_budget``: bytes of cached activations the suffix engine may hold for the whole split (default 2 GiB);
     above it each group recomputes its prefix. The working copy is restored (bit for bit) before returning."""
-    if engine not in ENGINES:
-        raise ValueError(f"unknown engine {engine!r}; choose from {', '.join(ENGINES)}")
-    if split not in SPLITS:
-        raise ValueError(f"unknown split {split!r}; choose from {', '.join(SPLITS)}")
-    ratios = sorted({cell_ratio(check_ratio(r)) for r in ratios})
-    if not ratios:
-        raise PlanError("the sensitivity analysis needs at least one ratio")
-    order = [g.name for g in wb.groups.groups]
-    if groups is not None:
-        groups = list(groups)
-        unknown = [g for g in groups if g not in order]
-        if unknown:
-            raise ValueError(f"this model has no channel group {unknown[0]!r}; groups: {', '.join(order)}")
-    names = [g for g in order if g in scores and (groups is None or g in groups)]
+    ratios, names = checked_cells(wb, scores, ratios, groups, split, engine)
     sizes = wb.groups.sizes
 
     done_rows = {}
